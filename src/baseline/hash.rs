@@ -1,0 +1,175 @@
+//! One read pass over an open regular file feeding BLAKE3 and SHA-256.
+//!
+//! Reads with `read(2)` into one reusable buffer: no mmap, because a file truncated under a
+//! mapping raises SIGBUS and an attacker who can write a watched file could crash the sensor.
+//! A file whose size, mtime or ctime moved while it was read, or whose byte count disagrees
+//! with its size, is read once more; if it moves again it is reported as unstable, never
+//! recorded with a hash that matches no state the file was ever in.
+
+use super::entry::Hashes;
+use sha2::Digest;
+use std::io::{Read, Seek, SeekFrom};
+
+/// Read size: large enough to amortise syscalls, small enough to stay in L2 while both
+/// hashers run over it.
+pub const CHUNK: usize = 256 * 1024;
+
+/// The outcome of hashing a file.
+#[derive(Debug)]
+pub enum Hashed {
+    /// Stable: the hashes, and the `fstat` of the file in the state that was hashed.
+    Done(Hashes, Box<rustix::fs::Stat>),
+    /// The file kept changing.
+    Unstable,
+}
+
+/// What identifies a file version cheaply: checked before and after reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stamp {
+    /// The stamp of an `fstat` result.
+    pub fn of(st: &rustix::fs::Stat) -> Stamp {
+        Stamp {
+            size: st.st_size as u64,
+            mtime_ns: st.st_mtime * 1_000_000_000 + st.st_mtime_nsec as i64,
+            ctime_ns: st.st_ctime * 1_000_000_000 + st.st_ctime_nsec as i64,
+        }
+    }
+}
+
+/// Hash `file`, which the caller opened and `fstat`ed as `before`. `buf` is reused across
+/// calls (one per thread).
+pub fn hash_file(
+    file: &mut std::fs::File,
+    before: Stamp,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Hashed> {
+    if buf.len() < CHUNK {
+        buf.resize(CHUNK, 0);
+    }
+    let mut expected = before;
+    for attempt in 0..2 {
+        if attempt > 0 {
+            file.seek(SeekFrom::Start(0))?;
+        }
+        // Read at most one byte past the size `fstat` reported: a file that grows while we
+        // read is caught by the count, and a writer appending forever cannot keep us here.
+        let (hashes, read) = hash_stream(&mut (&mut *file).take(expected.size + 1), buf)?;
+        let st = rustix::fs::fstat(&*file)?;
+        let after = Stamp::of(&st);
+        if after == expected && read == expected.size {
+            return Ok(Hashed::Done(hashes, Box::new(st)));
+        }
+        expected = after;
+    }
+    Ok(Hashed::Unstable)
+}
+
+/// Hash everything `r` yields, returning the hashes and the byte count.
+pub fn hash_stream(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes, u64)> {
+    let mut b3 = blake3::Hasher::new();
+    let mut sha = sha2::Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        b3.update(&buf[..n]);
+        sha.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((
+        Hashes {
+            blake3: *b3.finalize().as_bytes(),
+            sha256: sha.finalize().into(),
+        },
+        total,
+    ))
+}
+
+/// The stamp of an open file.
+pub fn stamp(file: &std::fs::File) -> std::io::Result<Stamp> {
+    Ok(Stamp::of(&rustix::fs::fstat(file)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_answers_for_both_hashes() {
+        let (h, n) = hash_stream(&mut &b"abc"[..], &mut [0u8; 2]).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            hex::encode(h.sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex::encode(h.blake3),
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
+        );
+    }
+
+    #[test]
+    fn a_stable_file_hashes_and_an_unexpected_size_is_retried() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("f");
+        std::fs::write(&p, vec![7u8; 3 * CHUNK + 5]).unwrap();
+        let mut f = std::fs::File::open(&p).unwrap();
+        let st = stamp(&f).unwrap();
+        let mut buf = Vec::new();
+        let Hashed::Done(h, _) = hash_file(&mut f, st, &mut buf).unwrap() else {
+            panic!("stable file reported unstable")
+        };
+        assert_eq!(
+            h.blake3,
+            *blake3::hash(&vec![7u8; 3 * CHUNK + 5]).as_bytes()
+        );
+        // A stamp that disagrees with the file forces a re-read, which then agrees with the
+        // fresh stamp: still a correct hash.
+        let stale = Stamp { size: 1, ..st };
+        let mut f = std::fs::File::open(&p).unwrap();
+        let Hashed::Done(again, _) = hash_file(&mut f, stale, &mut buf).unwrap() else {
+            panic!("re-read failed")
+        };
+        assert_eq!(again, h);
+    }
+
+    #[test]
+    fn a_file_growing_while_hashed_is_unstable() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("grow");
+        std::fs::write(&p, vec![1u8; 64 * 1024 * 1024]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let mut w = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+                // Bounded in time and size (at most 5 s, ~200 MiB), whatever the reader does.
+                for _ in 0..50_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    w.write_all(&[2u8; 4096]).unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut f = std::fs::File::open(&p).unwrap();
+        let st = stamp(&f).unwrap();
+        let got = hash_file(&mut f, st, &mut Vec::new()).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(matches!(got, Hashed::Unstable), "{got:?}");
+    }
+}

@@ -1,0 +1,11 @@
+//! Baseline building blocks: [`walk`] the policy's paths, capture [`attrs`], [`hash`]
+//! content, and [`diff`] a baseline entry against a live one.
+
+pub mod attrs;
+pub mod check;
+pub mod diff;
+pub mod entry;
+pub mod hash;
+pub mod walk;
+
+pub use entry::{Entry, FileType, Hashes, Problem, Xattr};

@@ -1,0 +1,377 @@
+//! `kmsentry baseline init | update | export`.
+
+use super::{emit, hostname, now, progress, root_path, Common, DEFAULT_DB, DEFAULT_POLICY};
+use crate::baseline::check::{compare, Outcome};
+use crate::baseline::diff::Status;
+use crate::baseline::walk::{self, WalkOptions};
+use crate::baseline::{Entry, FileType};
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use crate::fsroot::Root;
+use crate::policy::compile::is_within;
+use crate::sanitize::Name;
+use crate::store::{Accepted, Run, Store};
+use clap::Args;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub(crate) struct InitArgs {
+    /// Policy file.
+    #[arg(long, short = 'p', default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// Baseline database to create.
+    #[arg(long, short = 'd', default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Read the policy's (host-absolute) paths under this directory, e.g. a mounted image.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Replace an existing database (the old one stays until the new one is complete).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UpdateArgs {
+    /// Policy file.
+    #[arg(long, short = 'p', default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// Baseline database to update.
+    #[arg(long, short = 'd', default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Read the policy's (host-absolute) paths under this directory.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Why these changes are accepted (kept in the baseline's history).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Accept only these host-absolute paths (and what lies beneath them); all when omitted.
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ExportArgs {
+    /// Baseline database.
+    #[arg(long, short = 'd', default_value = DEFAULT_DB)]
+    db: PathBuf,
+}
+
+fn bytes(p: &std::path::Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
+    let policy = crate::policy::load(&a.policy)?;
+    let root_dir = root_path(&a.root);
+    let root = Root::open(&root_dir)?;
+    let started = now();
+    let clock = std::time::Instant::now();
+    let mut store = Store::create(&a.db, a.force)?;
+    let pb = progress(common, "baseline");
+    let (entries, errors) = {
+        let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        walk::walk(
+            &root,
+            &policy,
+            WalkOptions {
+                threads: common.threads,
+                hash: true,
+            },
+            &|item| {
+                pb.inc(1);
+                let mut g = out.lock().unwrap_or_else(|p| p.into_inner());
+                match item {
+                    walk::Item::Entry(e) => g.0.push(*e),
+                    walk::Item::Error(e) => g.1.push(e),
+                }
+            },
+        );
+        out.into_inner().unwrap_or_else(|p| p.into_inner())
+    };
+    pb.finish_and_clear();
+    let mut names = crate::users::Names::for_root(&root);
+    let write = |store: &mut Store| -> Result<()> {
+        let id = store.add_run(&Run {
+            id: 0,
+            kind: "init".into(),
+            started_at: started.clone(),
+            finished_at: started.clone(),
+            host: hostname(),
+            root: bytes(&root_dir),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            policy_file: policy.file.clone(),
+            policy_digest: policy.digest.clone(),
+            policy_text: policy.text.clone(),
+            reason: None,
+            entries: 0,
+        })?;
+        store.put_entries(id, &entries, &mut names)?;
+        store.finish_run(id, entries.len() as i64, &now())
+    };
+    if let Err(e) = store.atomically(write) {
+        store.abandon();
+        return Err(e);
+    }
+    let dest = store.install()?;
+    report_unmatched(&policy, &entries);
+    for e in &errors {
+        eprintln!("kmsentry: error: {e}");
+    }
+    if !common.quiet {
+        let files = entries.iter().filter(|e| e.ftype == FileType::File).count();
+        let bytes_hashed: u64 = entries
+            .iter()
+            .filter(|e| e.hashes.is_some())
+            .map(|e| e.size)
+            .sum();
+        eprintln!(
+            "kmsentry: baseline of {} entries ({files} files, {} hashed) written to {} in {:.2?}{}",
+            entries.len(),
+            human_bytes(bytes_hashed),
+            Name(&bytes(&dest)),
+            clock.elapsed(),
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} entries could not be fully read (see above)",
+                    errors.len()
+                )
+            }
+        );
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::Clean
+    } else {
+        ExitCode::Integrity
+    })
+}
+
+/// Warn about patterns that matched nothing: usually a typo or a host without that software.
+fn report_unmatched(policy: &crate::policy::CompiledPolicy, entries: &[Entry]) {
+    for g in &policy.groups {
+        for p in &g.patterns {
+            if !entries
+                .iter()
+                .any(|e| e.group == g.name && p.matches(&e.path))
+            {
+                tracing::info!(group = %g.name, "pattern `{}` matched nothing", p.as_str());
+            }
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
+    let policy = crate::policy::load(&a.policy)?;
+    let root_dir = root_path(&a.root);
+    let root = Root::open(&root_dir)?;
+    let mut filters = Vec::new();
+    for p in &a.paths {
+        let b = bytes(p);
+        if !b.starts_with(b"/") {
+            return Err(Error::Usage(format!(
+                "{}: expected a host-absolute path such as /etc/kms/client.key",
+                Name(&b)
+            )));
+        }
+        if policy.classify(&b).is_none()
+            && !policy
+                .groups
+                .iter()
+                .any(|g| g.patterns.iter().any(|pat| pat.could_match_within(&b)))
+        {
+            return Err(Error::Usage(format!(
+                "{}: not covered by any group of the policy",
+                Name(&b)
+            )));
+        }
+        filters.push(b);
+    }
+    let mut store = Store::open(&a.db, true)?;
+    store.quick_check()?;
+    let baseline = store.entries()?;
+    let started = now();
+    let pb = progress(common, "update");
+    let (live, errors) = {
+        let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        walk::walk(
+            &root,
+            &policy,
+            WalkOptions {
+                threads: common.threads,
+                hash: true,
+            },
+            &|item| {
+                pb.inc(1);
+                let mut g = out.lock().unwrap_or_else(|p| p.into_inner());
+                match item {
+                    walk::Item::Entry(e) => g.0.push(*e),
+                    walk::Item::Error(e) => g.1.push(e),
+                }
+            },
+        );
+        let (mut l, e): (Vec<Entry>, Vec<_>) = out.into_inner().unwrap_or_else(|p| p.into_inner());
+        l.sort_unstable_by(|x, y| x.path.cmp(&y.path));
+        (l, e)
+    };
+    pb.finish_and_clear();
+    if !errors.is_empty() {
+        // An unreadable directory would make everything beneath it look removed; accepting
+        // that would silently drop guarded entries from the baseline. Change nothing.
+        for e in &errors {
+            eprintln!("kmsentry: error: {e}");
+        }
+        return Err(Error::Integrity(format!(
+            "{} entries could not be read; the baseline was not changed (fix the errors above, then update again)",
+            errors.len()
+        )));
+    }
+    let selected = |p: &[u8]| filters.is_empty() || filters.iter().any(|f| is_within(p, f));
+    // Merge the two sorted lists into findings.
+    let mut accepted: Vec<Accepted> = Vec::new();
+    let mut put: Vec<&Entry> = Vec::new();
+    let mut delete: Vec<&[u8]> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < baseline.len() || j < live.len() {
+        let ord = match (baseline.get(i), live.get(j)) {
+            (Some(b), Some(l)) => b.path.cmp(&l.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (b, l) = match ord {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                (Some(&baseline[i - 1]), None)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (None, Some(&live[j - 1]))
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+                (Some(&baseline[i - 1]), Some(&live[j - 1]))
+            }
+        };
+        let path = b
+            .map_or_else(|| l.map(|x| x.path.as_slice()), |x| Some(x.path.as_slice()))
+            .unwrap_or_default();
+        if !selected(path) {
+            continue;
+        }
+        if let Some(base) = b {
+            if l.is_none() && policy.classify(&base.path).is_none() && filters.is_empty() {
+                // Outside the policy now: dropped when accepting everything.
+                delete.push(&base.path);
+                accepted.push(Accepted {
+                    path: base.path.clone(),
+                    status: "dropped".into(),
+                    changes: String::new(),
+                    old_blake3: base.hashes.map(|h| h.blake3),
+                    new_blake3: None,
+                });
+                continue;
+            }
+        }
+        match compare(&policy, b, l.cloned()) {
+            Outcome::Finding(f) => {
+                accepted.push(Accepted {
+                    path: f.path.clone(),
+                    status: f.status.as_str().into(),
+                    changes: f
+                        .changes
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    old_blake3: b.and_then(|x| x.hashes.map(|h| h.blake3)),
+                    new_blake3: l.and_then(|x| x.hashes.map(|h| h.blake3)),
+                });
+                match (f.status, l) {
+                    (Status::Removed, _) => delete.push(b.map_or(&[][..], |x| x.path.as_slice())),
+                    (_, Some(l)) => put.push(l),
+                    _ => {}
+                }
+            }
+            // Unchanged, but refresh group, class and volatile fields.
+            Outcome::Clean(_) => put.extend(l),
+            Outcome::Nothing => {}
+        }
+    }
+    let reason = a.reason.clone();
+    let mut names = crate::users::Names::for_root(&root);
+    let n_put = put.len();
+    store.atomically(|s| {
+        let id = s.add_run(&Run {
+            id: 0,
+            kind: "update".into(),
+            started_at: started.clone(),
+            finished_at: started.clone(),
+            host: hostname(),
+            root: bytes(&root_dir),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            policy_file: policy.file.clone(),
+            policy_digest: policy.digest.clone(),
+            policy_text: policy.text.clone(),
+            reason,
+            entries: 0,
+        })?;
+        s.put_entries(id, put.iter().copied(), &mut names)?;
+        s.delete_entries(delete.iter().copied())?;
+        s.add_accepted(id, &accepted)?;
+        s.finish_run(id, n_put as i64, &now())
+    })?;
+    if !common.quiet {
+        for acc in &accepted {
+            eprintln!(
+                "accepted {} {}{}",
+                acc.status,
+                Name(&acc.path),
+                if acc.changes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", acc.changes)
+                }
+            );
+        }
+        for f in &filters {
+            if !accepted.iter().any(|x| is_within(&x.path, f)) {
+                eprintln!("kmsentry: note: no drift at {}", Name(f));
+            }
+        }
+        eprintln!(
+            "kmsentry: baseline updated: {} changes accepted",
+            accepted.len()
+        );
+    }
+    Ok(ExitCode::Clean)
+}
+
+pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
+    let store = Store::open(&a.db, false)?;
+    store.quick_check()?;
+    let mut out = Vec::with_capacity(1 << 20);
+    out.extend_from_slice(b"# kmsentry baseline export, format 1\n");
+    store.for_each_entry(|e| {
+        out.extend_from_slice(crate::report::export_line(&e).as_bytes());
+        out.push(b'\n');
+        Ok(())
+    })?;
+    emit(&None, &out)?;
+    Ok(ExitCode::Clean)
+}

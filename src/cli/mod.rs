@@ -1,0 +1,203 @@
+//! Command-line definitions (clap) and dispatch. The only code that prints; each command's
+//! module turns library results into output and an [`ExitCode`].
+
+mod baseline;
+mod policy;
+mod verify;
+
+use crate::error::{Error, Result};
+use crate::exit::ExitCode;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Default policy path.
+pub const DEFAULT_POLICY: &str = "/etc/kmsentry/policy.yaml";
+/// Default baseline database path.
+pub const DEFAULT_DB: &str = "/var/lib/kmsentry/baseline.db";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kmsentry",
+    version,
+    about = "Guards the files a host uses to reach its KMS: keys, certificates, KMS client configs, PKCS#11 providers.",
+    long_about = None,
+    propagate_version = true
+)]
+struct Cli {
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More detail on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Colour in human output.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+    /// Worker threads for walking and hashing (0 = one per CPU).
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record, update and export the baseline.
+    #[command(subcommand)]
+    Baseline(BaselineCmd),
+    /// Compare the live host (or an image under --root) with the baseline.
+    Verify(verify::VerifyArgs),
+    /// Validate policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BaselineCmd {
+    /// Walk the policy's paths and record every entry in a new baseline database.
+    Init(baseline::InitArgs),
+    /// Accept the current state (all, or the named paths) after review.
+    Update(baseline::UpdateArgs),
+    /// Print a stable, sorted manifest of the baseline (for review and for git).
+    Export(baseline::ExportArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Validate a policy and print what it resolves to on this host (or under --root).
+    Check(policy::CheckArgs),
+}
+
+/// Options every command shares.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Common {
+    pub quiet: bool,
+    pub color: bool,
+    pub threads: usize,
+    /// stderr is a terminal (progress bars).
+    pub tty: bool,
+}
+
+/// Parse `std::env::args` and run the command.
+pub fn run() -> Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::Usage
+            } else {
+                ExitCode::Clean
+            };
+            // Printing help to a closed pipe is not an error worth reporting.
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    init_logging(cli.quiet, cli.verbose);
+    raise_fd_limit();
+    let stdout_tty = std::io::stdout().is_terminal();
+    let common = Common {
+        quiet: cli.quiet,
+        color: match cli.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => stdout_tty && std::env::var_os("NO_COLOR").is_none(),
+        },
+        threads: cli.threads,
+        tty: std::io::stderr().is_terminal() && !cli.quiet,
+    };
+    match cli.cmd {
+        Command::Baseline(BaselineCmd::Init(a)) => baseline::init(&a, common),
+        Command::Baseline(BaselineCmd::Update(a)) => baseline::update(&a, common),
+        Command::Baseline(BaselineCmd::Export(a)) => baseline::export(&a),
+        Command::Verify(a) => verify::verify(&a, common),
+        Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
+    }
+}
+
+fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMSENTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("kmsentry={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// The walker holds one fd per directory being read; lift the soft limit to the hard one so
+/// a wide tree never runs out.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// The root to read under: `--root R` or `/`.
+pub(crate) fn root_path(root: &Option<PathBuf>) -> PathBuf {
+    root.clone().unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Write `data` to `--output F` (atomically) or stdout. A closed stdout ends output quietly.
+pub(crate) fn emit(output: &Option<PathBuf>, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match output {
+        Some(p) => crate::atomic::write_file(p, data, 0o644),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(data).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Error::io("write", b"<stdout>".to_vec(), e))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// A progress spinner on stderr when it is a terminal; hidden otherwise.
+pub(crate) fn progress(common: Common, what: &'static str) -> indicatif::ProgressBar {
+    if !common.tty {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix} {pos} entries ({per_sec}) {elapsed}",
+    ) {
+        pb.set_style(style);
+    }
+    pb.set_prefix(what);
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// Now, RFC 3339 UTC with microseconds.
+pub(crate) fn now() -> String {
+    format!("{:.6}", jiff::Timestamp::now())
+}
+
+/// This host's name.
+pub(crate) fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown".into())
+}

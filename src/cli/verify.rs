@@ -1,0 +1,101 @@
+//! `kmsentry verify`: walk, compare with the baseline, report; exit 0 clean, 1 drift, 3 when
+//! anything could not be checked (unreadable or unstable files, a corrupt baseline).
+
+use super::{emit, progress, root_path, Common, DEFAULT_DB, DEFAULT_POLICY};
+use crate::baseline::check::{check, CheckOptions};
+use crate::error::Result;
+use crate::exit::ExitCode;
+use crate::fsroot::Root;
+use crate::store::Store;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub(crate) struct VerifyArgs {
+    /// Policy file.
+    #[arg(long, short = 'p', default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// Baseline database.
+    #[arg(long, short = 'd', default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Read the policy's (host-absolute) paths under this directory, e.g. a mounted image.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Write the report to this file (atomically) instead of stdout.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum Format {
+    Human,
+    Json,
+    Junit,
+    Sarif,
+}
+
+pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
+    let policy = crate::policy::load(&a.policy)?;
+    let root = Root::open(&root_path(&a.root))?;
+    let store = Store::open(&a.db, false)?;
+    store.quick_check()?;
+    if let Some(last) = store.runs()?.last() {
+        if last.policy_digest != policy.digest {
+            tracing::warn!(
+                "the policy differs from the one the baseline was recorded with (run {} at {}); findings may reflect the policy change",
+                last.id,
+                last.started_at
+            );
+        }
+    }
+    let baseline = store.entries()?;
+    drop(store);
+    let pb = progress(common, "verify");
+    let report = check(
+        &root,
+        &policy,
+        &baseline,
+        CheckOptions {
+            threads: common.threads,
+            keep_clean: a.format == Format::Junit,
+        },
+        &|| pb.inc(1),
+    );
+    pb.finish_and_clear();
+    drop(baseline);
+    let data = match a.format {
+        Format::Human => {
+            let mut v = Vec::new();
+            let color = common.color && a.output.is_none();
+            crate::report::human(&mut v, &report, color)
+                .map_err(|e| crate::error::Error::io("render", b"<report>".to_vec(), e))?;
+            v
+        }
+        Format::Json => json_bytes(&crate::report::json(&report)),
+        Format::Junit => crate::report::junit(&report).into_bytes(),
+        Format::Sarif => json_bytes(&crate::report::sarif(&report, env!("CARGO_PKG_VERSION"))),
+    };
+    emit(&a.output, &data)?;
+    if a.format != Format::Human && !common.quiet {
+        for e in &report.errors {
+            tracing::error!("{e}");
+        }
+    }
+    let mut code = ExitCode::Clean;
+    if !report.findings.is_empty() {
+        code = code.combine(ExitCode::Drift);
+    }
+    if !report.errors.is_empty() {
+        code = code.combine(ExitCode::Integrity);
+    }
+    Ok(code)
+}
+
+fn json_bytes(v: &serde_json::Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).unwrap_or_default();
+    out.push(b'\n');
+    out
+}

@@ -1,0 +1,198 @@
+//! The serde mirror of the policy YAML, with positions. It holds what the user typed; nothing
+//! here touches the file system. Unknown keys are errors (`deny_unknown_fields`), and every
+//! value a later check may complain about is `Spanned` so the complaint can name line and
+//! column.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub version: Spanned<u32>,
+    pub groups: Spanned<Vec<RawGroup>>,
+}
+
+/// One `groups:` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub class: Option<Spanned<Class>>,
+    pub paths: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub compare: Option<Spanned<Vec<Spanned<Attr>>>>,
+    #[serde(default)]
+    pub access: Option<Spanned<RawAccess>>,
+    #[serde(default)]
+    pub on_change: Option<Vec<Spanned<OnChange>>>,
+}
+
+/// What kind of credential material a group holds; drives severity and later checks.
+#[derive(
+    Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Class {
+    PrivateKey,
+    ClientCert,
+    CaCert,
+    KmsConfig,
+    ProviderBinary,
+    Generic,
+}
+
+impl Class {
+    /// The policy spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::PrivateKey => "private-key",
+            Class::ClientCert => "client-cert",
+            Class::CaCert => "ca-cert",
+            Class::KmsConfig => "kms-config",
+            Class::ProviderBinary => "provider-binary",
+            Class::Generic => "generic",
+        }
+    }
+
+    /// Parse the policy spelling (used when reading the database).
+    pub fn parse(s: &str) -> Option<Class> {
+        Some(match s {
+            "private-key" => Class::PrivateKey,
+            "client-cert" => Class::ClientCert,
+            "ca-cert" => Class::CaCert,
+            "kms-config" => Class::KmsConfig,
+            "provider-binary" => Class::ProviderBinary,
+            "generic" => Class::Generic,
+            _ => return None,
+        })
+    }
+}
+
+/// One comparable attribute, as named in `compare:` and in a finding's `changes`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Attr {
+    Type,
+    Content,
+    Size,
+    Mode,
+    Owner,
+    Group,
+    Acl,
+    Xattr,
+    LinkTarget,
+    Mtime,
+    Ctime,
+    Inode,
+    Nlink,
+}
+
+impl Attr {
+    /// Every attribute, in the order findings list them.
+    pub const ALL: [Attr; 13] = [
+        Attr::Type,
+        Attr::Content,
+        Attr::Size,
+        Attr::Mode,
+        Attr::Owner,
+        Attr::Group,
+        Attr::Acl,
+        Attr::Xattr,
+        Attr::LinkTarget,
+        Attr::Mtime,
+        Attr::Ctime,
+        Attr::Inode,
+        Attr::Nlink,
+    ];
+
+    /// What `compare:` means when a group does not say.
+    pub const DEFAULT_COMPARE: [Attr; 8] = [
+        Attr::Content,
+        Attr::Mode,
+        Attr::Owner,
+        Attr::Group,
+        Attr::Acl,
+        Attr::Xattr,
+        Attr::LinkTarget,
+        Attr::Type,
+    ];
+
+    /// The DESIGN spelling used in `changes` and in `compare:`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attr::Type => "type",
+            Attr::Content => "content",
+            Attr::Size => "size",
+            Attr::Mode => "mode",
+            Attr::Owner => "owner",
+            Attr::Group => "group",
+            Attr::Acl => "acl",
+            Attr::Xattr => "xattr",
+            Attr::LinkTarget => "link_target",
+            Attr::Mtime => "mtime",
+            Attr::Ctime => "ctime",
+            Attr::Inode => "inode",
+            Attr::Nlink => "nlink",
+        }
+    }
+}
+
+/// `access:` block: parsed and validated now, enforced by the daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub mode: Spanned<AccessMode>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<RawAllow>>,
+}
+
+/// What the daemon does with an open by a process outside the allow-list.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessMode {
+    /// Deny the open and alert.
+    Enforce,
+    /// Allow the open and alert.
+    Audit,
+    /// Do not watch opens.
+    Off,
+}
+
+impl AccessMode {
+    /// The policy spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessMode::Enforce => "enforce",
+            AccessMode::Audit => "audit",
+            AccessMode::Off => "off",
+        }
+    }
+}
+
+/// One allow rule: every field given must match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllow {
+    pub exe: Spanned<String>,
+    #[serde(default)]
+    pub exe_hash: Option<Spanned<String>>,
+    #[serde(default)]
+    pub users: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub uids: Vec<Spanned<u32>>,
+    #[serde(default)]
+    pub parent_exe: Option<Spanned<String>>,
+}
+
+/// What happens when a watched entry changes.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnChange {
+    Alert,
+    Restore,
+}

@@ -1,0 +1,73 @@
+//! Human output for `verify`: one line per finding, indented details, a summary line.
+//! Colour only when asked (the CLI asks only for a terminal).
+
+use super::details;
+use crate::baseline::check::Report;
+use crate::baseline::diff::{Severity, Status};
+use crate::sanitize::Name;
+use std::io::Write;
+
+/// Write the human report.
+pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
+    let paint = |code: &str, text: &str| {
+        if color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    };
+    for f in &report.findings {
+        let status = match f.status {
+            Status::Added => paint("1;33", "ADDED  "),
+            Status::Removed => paint("1;31", "REMOVED"),
+            Status::Changed => paint("1;31", "CHANGED"),
+        };
+        let sev = match f.severity {
+            Severity::Critical | Severity::High => paint("31", f.severity.as_str()),
+            Severity::Medium => paint("33", f.severity.as_str()),
+            _ => f.severity.as_str().to_string(),
+        };
+        let changes = if f.changes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " [{}]",
+                f.changes
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        writeln!(
+            w,
+            "{status} {sev:<8} {}{changes}  ({}/{})",
+            Name(&f.path),
+            f.group,
+            f.class.as_str()
+        )?;
+        for (attr, (b, l)) in details(f) {
+            writeln!(w, "        {}: {b} -> {l}", attr.as_str())?;
+        }
+    }
+    for e in &report.errors {
+        writeln!(w, "{} {e}", paint("1;31", "ERROR  "))?;
+    }
+    writeln!(
+        w,
+        "{} checked: {} added, {} removed, {} changed, {} errors",
+        report.checked,
+        report.count(Status::Added),
+        report.count(Status::Removed),
+        report.count(Status::Changed),
+        report.errors.len()
+    )?;
+    if report.outside_policy > 0 {
+        writeln!(
+            w,
+            "note: {} baseline entries lie outside this policy and were not compared (run `kmsentry baseline update` to drop them)",
+            report.outside_policy
+        )?;
+    }
+    Ok(())
+}

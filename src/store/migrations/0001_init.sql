@@ -1,0 +1,60 @@
+-- kmsentry baseline schema, version 1. Append-only: later changes are new files.
+CREATE TABLE runs (
+    id            INTEGER PRIMARY KEY,
+    kind          TEXT    NOT NULL CHECK (kind IN ('init', 'update')),
+    started_at    TEXT    NOT NULL,
+    finished_at   TEXT    NOT NULL,
+    host          TEXT    NOT NULL,
+    root          BLOB    NOT NULL,
+    tool_version  TEXT    NOT NULL,
+    policy_file   BLOB    NOT NULL,
+    policy_digest TEXT    NOT NULL,
+    policy_text   TEXT    NOT NULL,
+    reason        TEXT,
+    entries       INTEGER NOT NULL
+);
+
+CREATE TABLE entries (
+    path         BLOB    PRIMARY KEY,
+    type         TEXT    NOT NULL,
+    mode         INTEGER NOT NULL,
+    uid          INTEGER NOT NULL,
+    gid          INTEGER NOT NULL,
+    owner_name   TEXT,
+    group_name   TEXT,
+    size         INTEGER NOT NULL,
+    blake3       BLOB,
+    sha256       BLOB,
+    link_target  BLOB,
+    rdev_major   INTEGER,
+    rdev_minor   INTEGER,
+    acl_access   TEXT,
+    acl_default  TEXT,
+    dev          INTEGER NOT NULL,
+    ino          INTEGER NOT NULL,
+    nlink        INTEGER NOT NULL,
+    mtime_ns     INTEGER NOT NULL,
+    ctime_ns     INTEGER NOT NULL,
+    policy_group TEXT    NOT NULL,
+    class        TEXT    NOT NULL,
+    problem      TEXT,
+    run_id       INTEGER NOT NULL REFERENCES runs (id)
+) WITHOUT ROWID;
+
+CREATE TABLE xattrs (
+    path  BLOB NOT NULL REFERENCES entries (path) ON DELETE CASCADE,
+    name  BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (path, name)
+) WITHOUT ROWID;
+
+-- What `baseline update` accepted, and why: the review trail of every accepted change.
+CREATE TABLE accepted (
+    run_id     INTEGER NOT NULL REFERENCES runs (id),
+    path       BLOB    NOT NULL,
+    status     TEXT    NOT NULL,
+    changes    TEXT    NOT NULL,
+    old_blake3 BLOB,
+    new_blake3 BLOB
+);
+CREATE INDEX accepted_by_run ON accepted (run_id);

@@ -1,0 +1,893 @@
+//! The baseline database (SQLite): open, migrate, read and write entries and runs.
+//!
+//! One file, WAL, `foreign_keys=ON`, `synchronous=FULL` (a baseline is evidence and rarely
+//! written). The schema is created and upgraded by the embedded, append-only migrations in
+//! `migrations/`, applied in one transaction; the version lives in `PRAGMA user_version`, and a
+//! database newer than this binary is refused. Paths are BLOBs (raw bytes).
+//!
+//! `baseline init` never writes the destination in place: it builds a new database beside it
+//! and renames it over only once complete, so a failed or interrupted init loses nothing.
+//! Every error here maps to exit status 3.
+
+use crate::baseline::{Entry, FileType, Hashes, Problem, Xattr};
+use crate::error::{Error, Result};
+use crate::policy::Class;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Embedded migrations, in order; index + 1 is the schema version each produces.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// What one run was: recorded with every init and update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub id: i64,
+    pub kind: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub host: String,
+    pub root: Vec<u8>,
+    pub tool_version: String,
+    pub policy_file: Vec<u8>,
+    pub policy_digest: String,
+    pub policy_text: String,
+    pub reason: Option<String>,
+    pub entries: i64,
+}
+
+/// One accepted change, for the update history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub path: Vec<u8>,
+    pub status: String,
+    pub changes: String,
+    pub old_blake3: Option<[u8; 32]>,
+    pub new_blake3: Option<[u8; 32]>,
+}
+
+/// An open baseline database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    /// For a database being created: where it goes once complete.
+    install_to: Option<PathBuf>,
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+impl Store {
+    fn db_err(&self, what: &str, e: rusqlite::Error) -> Error {
+        Error::Db {
+            path: bytes(self.install_to.as_deref().unwrap_or(&self.path)),
+            what: what.to_string(),
+            source: e,
+        }
+    }
+
+    /// Create a new, empty database that will replace `dest` on [`Store::install`].
+    /// Refuses an existing `dest` unless `force`.
+    pub fn create(dest: &Path, force: bool) -> Result<Store> {
+        if !force && std::fs::symlink_metadata(dest).is_ok() {
+            return Err(Error::Usage(format!(
+                "{}: a baseline already exists; pass --force to replace it (or `baseline update` to accept changes)",
+                crate::sanitize::Name(&bytes(dest))
+            )));
+        }
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(|e| Error::io("create database directory", bytes(&dir), e))?;
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Usage("the database path names no file".into()))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = dir.join(tmp_name);
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = tmp.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+        // Create the file 0600 before SQLite opens it: a baseline reveals what is guarded.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io("create database", bytes(&tmp), e))?;
+        let conn = Connection::open_with_flags(
+            &tmp,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::Db {
+            path: bytes(&tmp),
+            what: "create".into(),
+            source: e,
+        })?;
+        let mut s = Store {
+            conn,
+            path: tmp,
+            install_to: Some(dest.to_path_buf()),
+        };
+        s.pragmas(true)?;
+        s.migrate()?;
+        Ok(s)
+    }
+
+    /// Open an existing database; `write` for `baseline update`.
+    pub fn open(path: &Path, write: bool) -> Result<Store> {
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::DbMissing { path: bytes(path) })
+            }
+            Err(e) => return Err(Error::io("open database", bytes(path), e)),
+            Ok(m) if !m.is_file() => {
+                return Err(Error::DbSchema {
+                    path: bytes(path),
+                    what: "not a regular file; expected a kmsentry baseline database".into(),
+                })
+            }
+            Ok(_) => {}
+        }
+        let flags = if write {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::Db {
+            path: bytes(path),
+            what: "open".into(),
+            source: e,
+        })?;
+        let mut s = Store {
+            conn,
+            path: path.to_path_buf(),
+            install_to: None,
+        };
+        s.pragmas(write)?;
+        s.check_schema(write)?;
+        Ok(s)
+    }
+
+    fn pragmas(&mut self, write: bool) -> Result<()> {
+        let r = if write {
+            self.conn.execute_batch(
+                "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA synchronous=FULL;",
+            )
+        } else {
+            self.conn.execute_batch("PRAGMA foreign_keys=ON;")
+        };
+        r.map_err(|e| self.db_err("not a usable SQLite database", e))
+    }
+
+    fn user_version(&self) -> Result<i64> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.db_err("not a usable SQLite database", e))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let from = self.user_version()?;
+        if from >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(|e| Error::Db {
+            path: bytes(&self.path),
+            what: "migrate".into(),
+            source: e,
+        })?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            tx.execute_batch(sql).map_err(|e| Error::Db {
+                path: bytes(&self.path),
+                what: format!("apply migration {}", i + 1),
+                source: e,
+            })?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+            .and_then(|()| tx.commit())
+            .map_err(|e| Error::Db {
+                path: bytes(&self.path),
+                what: "migrate".into(),
+                source: e,
+            })
+    }
+
+    fn check_schema(&mut self, write: bool) -> Result<()> {
+        let v = self.user_version()?;
+        let path = bytes(&self.path);
+        let schema_err = |what: String| Error::DbSchema {
+            path: path.clone(),
+            what,
+        };
+        if v > SCHEMA_VERSION {
+            return Err(schema_err(format!(
+                "baseline schema version {v} is newer than this kmsentry understands ({SCHEMA_VERSION}); upgrade kmsentry"
+            )));
+        }
+        if v == 0 {
+            return Err(schema_err(
+                "not a kmsentry baseline (no schema version); expected a database made by `kmsentry baseline init`".into(),
+            ));
+        }
+        if v < SCHEMA_VERSION {
+            if !write {
+                return Err(schema_err(format!(
+                    "baseline schema version {v} is older than {SCHEMA_VERSION}; run `kmsentry baseline update` to upgrade it"
+                )));
+            }
+            self.migrate()?;
+        }
+        for table in ["runs", "entries", "xattrs", "accepted"] {
+            let found: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.db_err("read schema", e))?;
+            if found.is_none() {
+                return Err(schema_err(format!(
+                    "not a kmsentry baseline: table `{table}` is missing"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// SQLite's own consistency check of every page (catches truncation and corruption
+    /// before they can pass for "removed" findings).
+    pub fn quick_check(&self) -> Result<()> {
+        let res: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| self.db_err("integrity check", e))?;
+        if res == "ok" {
+            Ok(())
+        } else {
+            Err(Error::DbSchema {
+                path: bytes(&self.path),
+                what: format!("database is corrupt: {res}"),
+            })
+        }
+    }
+
+    /// Run `f` in one transaction: everything it writes lands together or not at all.
+    pub fn atomically<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.db_err("begin transaction", e))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| self.db_err("commit", e))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Record a run and return its id.
+    pub fn add_run(&mut self, run: &Run) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    run.kind,
+                    run.started_at,
+                    run.finished_at,
+                    run.host,
+                    run.root,
+                    run.tool_version,
+                    run.policy_file,
+                    run.policy_digest,
+                    run.policy_text,
+                    run.reason,
+                    run.entries
+                ],
+            )
+            .map_err(|e| self.db_err("record run", e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Set the entry count and finish time of run `id`.
+    pub fn finish_run(&mut self, id: i64, entries: i64, finished_at: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET entries = ?1, finished_at = ?2 WHERE id = ?3",
+                params![entries, finished_at, id],
+            )
+            .map(|_| ())
+            .map_err(|e| self.db_err("record run", e))
+    }
+
+    /// Insert or replace `entries` (with their xattrs) in one transaction, attributed to `run`.
+    /// `names` resolves owner and group names.
+    pub fn put_entries<'a>(
+        &mut self,
+        run: i64,
+        entries: impl IntoIterator<Item = &'a Entry>,
+        names: &mut crate::users::Names,
+    ) -> Result<usize> {
+        let path = bytes(self.install_to.as_deref().unwrap_or(&self.path));
+        let err = |what: &str, e: rusqlite::Error| Error::Db {
+            path: path.clone(),
+            what: what.to_string(),
+            source: e,
+        };
+        let tx = self.conn.savepoint().map_err(|e| err("write entries", e))?;
+        let mut n = 0;
+        {
+            let mut del_x = tx
+                .prepare_cached("DELETE FROM xattrs WHERE path = ?1")
+                .map_err(|e| err("write entries", e))?;
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO entries (path, type, mode, uid, gid, owner_name, group_name, size, blake3, sha256, link_target,
+                        rdev_major, rdev_minor, acl_access, acl_default, dev, ino, nlink, mtime_ns, ctime_ns, policy_group, class, problem, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                )
+                .map_err(|e| err("write entries", e))?;
+            let mut ins_x = tx
+                .prepare_cached("INSERT INTO xattrs (path, name, value) VALUES (?1, ?2, ?3)")
+                .map_err(|e| err("write entries", e))?;
+            for e in entries {
+                del_x
+                    .execute([&e.path])
+                    .map_err(|x| err("write entries", x))?;
+                ins.execute(params![
+                    e.path,
+                    e.ftype.as_str(),
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    names.user(e.uid),
+                    names.group(e.gid),
+                    e.size as i64,
+                    e.hashes.map(|h| h.blake3.to_vec()),
+                    e.hashes.map(|h| h.sha256.to_vec()),
+                    e.link_target,
+                    e.rdev.map(|r| r.0),
+                    e.rdev.map(|r| r.1),
+                    e.acl_access,
+                    e.acl_default,
+                    e.dev as i64,
+                    e.ino as i64,
+                    e.nlink as i64,
+                    e.mtime_ns,
+                    e.ctime_ns,
+                    e.group,
+                    e.class.as_str(),
+                    e.problem.as_ref().map(problem_text),
+                    run
+                ])
+                .map_err(|x| err("write entries", x))?;
+                for x in &e.xattrs {
+                    ins_x
+                        .execute(params![e.path, x.name, x.value])
+                        .map_err(|x| err("write entries", x))?;
+                }
+                n += 1;
+            }
+        }
+        tx.commit().map_err(|e| err("write entries", e))?;
+        Ok(n)
+    }
+
+    /// Remove entries (and their xattrs).
+    pub fn delete_entries<'a>(&mut self, paths: impl IntoIterator<Item = &'a [u8]>) -> Result<()> {
+        let path = bytes(&self.path);
+        let err = |e| Error::Db {
+            path: path.clone(),
+            what: "delete entries".into(),
+            source: e,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM entries WHERE path = ?1")
+                .map_err(err)?;
+            for p in paths {
+                del.execute([p]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Record accepted changes of run `run`.
+    pub fn add_accepted(&mut self, run: i64, items: &[Accepted]) -> Result<()> {
+        let path = bytes(&self.path);
+        let err = |e| Error::Db {
+            path: path.clone(),
+            what: "record accepted changes".into(),
+            source: e,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO accepted (run_id, path, status, changes, old_blake3, new_blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for a in items {
+                ins.execute(params![
+                    run,
+                    a.path,
+                    a.status,
+                    a.changes,
+                    a.old_blake3.map(|h| h.to_vec()),
+                    a.new_blake3.map(|h| h.to_vec())
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Every entry, sorted by raw path bytes.
+    pub fn entries(&self) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        self.for_each_entry(|e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Stream every entry, sorted by raw path bytes, without holding them all.
+    pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        let err = |e| self.db_err("read entries", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT path, type, mode, uid, gid, size, blake3, sha256, link_target, rdev_major, rdev_minor,
+                        acl_access, acl_default, dev, ino, nlink, mtime_ns, ctime_ns, policy_group, class, problem
+                 FROM entries ORDER BY path",
+            )
+            .map_err(err)?;
+        let mut xs = self
+            .conn
+            .prepare("SELECT path, name, value FROM xattrs ORDER BY path, name")
+            .map_err(err)?;
+        let mut xrows = xs.query([]).map_err(err)?;
+        let mut pending: Option<(Vec<u8>, Xattr)> = None;
+        let mut rows = st.query([]).map_err(err)?;
+        while let Some(r) = rows.next().map_err(err)? {
+            let mut e = row_to_entry(r).map_err(|m| Error::DbSchema {
+                path: bytes(&self.path),
+                what: m,
+            })?;
+            // Merge the xattr rows that belong to this path (both sides sorted by path).
+            loop {
+                if pending.is_none() {
+                    pending = match xrows.next().map_err(err)? {
+                        Some(x) => Some((
+                            x.get(0).map_err(err)?,
+                            Xattr {
+                                name: x.get(1).map_err(err)?,
+                                value: x.get(2).map_err(err)?,
+                            },
+                        )),
+                        None => None,
+                    };
+                }
+                match &pending {
+                    Some((p, _)) if *p == e.path => {
+                        if let Some((_, x)) = pending.take() {
+                            e.xattrs.push(x);
+                        }
+                    }
+                    Some((p, _)) if *p < e.path => pending = None, // orphan row
+                    _ => break,
+                }
+            }
+            f(e)?;
+        }
+        Ok(())
+    }
+
+    /// One entry by path.
+    pub fn entry(&self, path: &[u8]) -> Result<Option<Entry>> {
+        let err = |e| self.db_err("read entry", e);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, type, mode, uid, gid, size, blake3, sha256, link_target, rdev_major, rdev_minor,
+                        acl_access, acl_default, dev, ino, nlink, mtime_ns, ctime_ns, policy_group, class, problem
+                 FROM entries WHERE path = ?1",
+            )
+            .map_err(err)?;
+        let mut rows = st.query([path]).map_err(err)?;
+        let Some(r) = rows.next().map_err(err)? else {
+            return Ok(None);
+        };
+        let mut e = row_to_entry(r).map_err(|m| Error::DbSchema {
+            path: bytes(&self.path),
+            what: m,
+        })?;
+        let mut xs = self
+            .conn
+            .prepare_cached("SELECT name, value FROM xattrs WHERE path = ?1 ORDER BY name")
+            .map_err(err)?;
+        let mut xr = xs.query([path]).map_err(err)?;
+        while let Some(x) = xr.next().map_err(err)? {
+            e.xattrs.push(Xattr {
+                name: x.get(0).map_err(err)?,
+                value: x.get(1).map_err(err)?,
+            });
+        }
+        Ok(Some(e))
+    }
+
+    /// Owner and group names recorded for `path`.
+    pub fn names_of(&self, path: &[u8]) -> Result<(Option<String>, Option<String>)> {
+        self.conn
+            .query_row(
+                "SELECT owner_name, group_name FROM entries WHERE path = ?1",
+                [path],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.db_err("read entry", e))
+    }
+
+    /// Every run, oldest first.
+    pub fn runs(&self) -> Result<Vec<Run>> {
+        let err = |e| self.db_err("read runs", e);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries
+                 FROM runs ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Run {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    host: r.get(4)?,
+                    root: r.get(5)?,
+                    tool_version: r.get(6)?,
+                    policy_file: r.get(7)?,
+                    policy_digest: r.get(8)?,
+                    policy_text: r.get(9)?,
+                    reason: r.get(10)?,
+                    entries: r.get(11)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(err)
+    }
+
+    /// Finish a database made by [`Store::create`]: checkpoint, close, fsync, rename over the
+    /// destination, fsync the directory. Before this, the destination is untouched.
+    pub fn install(self) -> Result<PathBuf> {
+        let Store {
+            conn,
+            path,
+            install_to,
+        } = self;
+        let Some(dest) = install_to else {
+            return Ok(path);
+        };
+        let dberr = |e| Error::Db {
+            path: bytes(&dest),
+            what: "finish".into(),
+            source: e,
+        };
+        // Leave WAL mode so the file is complete on its own, then close (removes -wal/-shm).
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode=DELETE;")
+            .map_err(dberr)?;
+        conn.close().map_err(|(_, e)| dberr(e))?;
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("sync database", bytes(&path), e))?;
+        std::fs::rename(&path, &dest)
+            .map_err(|e| Error::io("install database", bytes(&dest), e))?;
+        if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io("sync directory", bytes(dir), e))?;
+        }
+        Ok(dest)
+    }
+
+    /// Drop a database made by [`Store::create`] that will not be installed.
+    pub fn abandon(self) {
+        let Store {
+            conn,
+            path,
+            install_to,
+        } = self;
+        drop(conn);
+        if install_to.is_some() {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// Open an in-memory database with the current schema (tests).
+    pub fn open_in_memory() -> Result<Store> {
+        let conn = Connection::open_in_memory().map_err(|e| Error::Db {
+            path: b":memory:".to_vec(),
+            what: "open".into(),
+            source: e,
+        })?;
+        let mut s = Store {
+            conn,
+            path: PathBuf::from(":memory:"),
+            install_to: None,
+        };
+        s.pragmas(false)?;
+        s.migrate()?;
+        Ok(s)
+    }
+
+    /// The schema as SQL text, for the golden schema test.
+    pub fn schema_sql(&self) -> Result<String> {
+        let mut st = self
+            .conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name")
+            .map_err(|e| self.db_err("read schema", e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.db_err("read schema", e))?;
+        let mut out = String::new();
+        for r in rows {
+            out.push_str(&r.map_err(|e| self.db_err("read schema", e))?);
+            out.push_str(";\n");
+        }
+        Ok(out)
+    }
+}
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+
+fn problem_text(p: &Problem) -> String {
+    match p {
+        Problem::Unstable => "unstable".into(),
+        Problem::Unreadable(m) => format!("unreadable: {m}"),
+    }
+}
+
+fn parse_problem(s: &str) -> Problem {
+    match s {
+        "unstable" => Problem::Unstable,
+        other => Problem::Unreadable(
+            other
+                .strip_prefix("unreadable: ")
+                .unwrap_or(other)
+                .to_string(),
+        ),
+    }
+}
+
+fn hash32(v: Option<Vec<u8>>, what: &str) -> std::result::Result<Option<[u8; 32]>, String> {
+    match v {
+        None => Ok(None),
+        Some(b) => b
+            .try_into()
+            .map(Some)
+            .map_err(|_| format!("corrupt row: {what} is not 32 bytes")),
+    }
+}
+
+fn row_to_entry(r: &rusqlite::Row<'_>) -> std::result::Result<Entry, String> {
+    let g = |e: rusqlite::Error| format!("corrupt row: {e}");
+    let path: Vec<u8> = r.get(0).map_err(g)?;
+    let ty: String = r.get(1).map_err(g)?;
+    let ftype = FileType::parse(&ty).ok_or_else(|| format!("corrupt row: unknown type `{ty}`"))?;
+    let b3 = hash32(r.get(6).map_err(g)?, "blake3")?;
+    let sha = hash32(r.get(7).map_err(g)?, "sha256")?;
+    let hashes = match (b3, sha) {
+        (Some(blake3), Some(sha256)) => Some(Hashes { blake3, sha256 }),
+        (None, None) => None,
+        _ => return Err("corrupt row: one hash without the other".into()),
+    };
+    let rmaj: Option<u32> = r.get(9).map_err(g)?;
+    let rmin: Option<u32> = r.get(10).map_err(g)?;
+    let class: String = r.get(19).map_err(g)?;
+    let problem: Option<String> = r.get(20).map_err(g)?;
+    Ok(Entry {
+        path,
+        ftype,
+        mode: r.get(2).map_err(g)?,
+        uid: r.get(3).map_err(g)?,
+        gid: r.get(4).map_err(g)?,
+        size: r.get::<_, i64>(5).map_err(g)? as u64,
+        hashes,
+        link_target: r.get(8).map_err(g)?,
+        rdev: rmaj.zip(rmin),
+        acl_access: r.get(11).map_err(g)?,
+        acl_default: r.get(12).map_err(g)?,
+        xattrs: Vec::new(),
+        dev: r.get::<_, i64>(13).map_err(g)? as u64,
+        ino: r.get::<_, i64>(14).map_err(g)? as u64,
+        nlink: r.get::<_, i64>(15).map_err(g)? as u64,
+        mtime_ns: r.get(16).map_err(g)?,
+        ctime_ns: r.get(17).map_err(g)?,
+        group: r.get(18).map_err(g)?,
+        class: Class::parse(&class)
+            .ok_or_else(|| format!("corrupt row: unknown class `{class}`"))?,
+        problem: problem.as_deref().map(parse_problem),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(path: &[u8]) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            ftype: FileType::File,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            hashes: Some(Hashes {
+                blake3: [1; 32],
+                sha256: [2; 32],
+            }),
+            link_target: None,
+            rdev: None,
+            acl_access: Some("user::rw-,user:1000:r--,group::---,mask::r--,other::---".into()),
+            acl_default: None,
+            xattrs: vec![
+                Xattr {
+                    name: b"security.selinux".to_vec(),
+                    value: b"system_u:object_r:cert_t:s0\0".to_vec(),
+                },
+                Xattr {
+                    name: b"user.a".to_vec(),
+                    value: vec![0xff],
+                },
+            ],
+            dev: u64::MAX,
+            ino: 42,
+            nlink: 1,
+            mtime_ns: 1_700_000_000_123_456_789,
+            ctime_ns: -5,
+            group: "keys".into(),
+            class: Class::PrivateKey,
+            problem: None,
+        }
+    }
+
+    fn run() -> Run {
+        Run {
+            id: 0,
+            kind: "init".into(),
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            host: "h".into(),
+            root: b"/".to_vec(),
+            tool_version: "0".into(),
+            policy_file: b"p".to_vec(),
+            policy_digest: "d".into(),
+            policy_text: "version: 1".into(),
+            reason: None,
+            entries: 0,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_with_xattrs_in_path_order() {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s.add_run(&run()).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let mut names =
+            crate::users::Names::for_root(&crate::fsroot::Root::open(t.path()).unwrap());
+        let mut b = sample(b"/b\xff");
+        b.xattrs.clear();
+        b.ftype = FileType::CharDevice;
+        b.rdev = Some((1, 3));
+        b.hashes = None;
+        b.problem = Some(Problem::Unstable);
+        let a = sample(b"/a");
+        let c = sample(b"/c");
+        s.put_entries(id, [&c, &b, &a], &mut names).unwrap();
+        let got = s.entries().unwrap();
+        assert_eq!(got, vec![a.clone(), b, c]);
+        assert_eq!(s.entry(b"/a").unwrap(), Some(a));
+        assert_eq!(s.entry(b"/nope").unwrap(), None);
+        s.delete_entries([&b"/a"[..]]).unwrap();
+        assert_eq!(s.entries().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn schema_matches_the_golden_file() {
+        let s = Store::open_in_memory().unwrap();
+        let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/schema.sql");
+        let got = s.schema_sql().unwrap();
+        if std::env::var("KMSENTRY_BLESS").as_deref() == Ok("1") {
+            std::fs::write(golden_path, &got).unwrap();
+        }
+        let golden = std::fs::read_to_string(golden_path).unwrap();
+        assert_eq!(
+            got, golden,
+            "schema changed: update tests/golden/schema.sql with a new migration"
+        );
+    }
+
+    #[test]
+    fn missing_garbage_newer_and_foreign_databases_are_integrity_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("none.db");
+        assert!(matches!(
+            Store::open(&missing, false),
+            Err(Error::DbMissing { .. })
+        ));
+
+        let junk = t.path().join("junk.db");
+        std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+        let e = Store::open(&junk, false).err().unwrap();
+        assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity, "{e}");
+
+        let foreign = t.path().join("foreign.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x);")
+            .unwrap();
+        let e = Store::open(&foreign, false).err().unwrap();
+        assert!(e.to_string().contains("not a kmsentry baseline"), "{e}");
+
+        let newer = t.path().join("newer.db");
+        let s = Store::create(&newer, false).unwrap();
+        s.install().unwrap();
+        Connection::open(&newer)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
+        let e = Store::open(&newer, false).err().unwrap();
+        assert!(e.to_string().contains("newer than this kmsentry"), "{e}");
+        assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity);
+    }
+
+    #[test]
+    fn create_refuses_an_existing_database_without_force_and_installs_atomically() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("sub/dir/b.db");
+        let mut s = Store::create(&db, false).unwrap();
+        assert!(!db.exists(), "destination must not exist before install");
+        s.add_run(&run()).unwrap();
+        s.install().unwrap();
+        assert!(db.exists());
+        let e = Store::create(&db, false).err().unwrap();
+        assert_eq!(e.exit_code(), crate::exit::ExitCode::Usage);
+        let s = Store::create(&db, true).unwrap();
+        s.abandon();
+        // The abandoned rebuild left the old baseline intact.
+        assert_eq!(Store::open(&db, false).unwrap().runs().unwrap().len(), 1);
+        let leftovers: Vec<_> = std::fs::read_dir(db.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+}
