@@ -113,6 +113,7 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
             }
         }
     }
+    let mut unmatched = Vec::new();
     for g in &policy.groups {
         let access = match g.access.mode {
             AccessMode::Off => "off".to_string(),
@@ -148,12 +149,7 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
                     .unwrap_or(0);
                 let _ = writeln!(out, "  path    {}  ({n} entries)", p.as_str());
                 if n == 0 {
-                    warnings.push(format!(
-                        "group `{}`: `{}` matches nothing on {}",
-                        g.name,
-                        p.as_str(),
-                        Name(root_dir.as_os_str().as_bytes())
-                    ));
+                    unmatched.push(format!("`{}` ({})", p.as_str(), g.name));
                 }
             }
         }
@@ -166,6 +162,16 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
                 let _ = writeln!(out, "    {}", Name(p));
             }
         }
+    }
+    if !unmatched.is_empty() {
+        // One line: a policy written for several vendors' layouts matches little on any one
+        // host, and that is not a mistake.
+        warnings.push(format!(
+            "{} of the policy's paths match nothing on {}: {}",
+            unmatched.len(),
+            Name(root_dir.as_os_str().as_bytes()),
+            unmatched.join(", ")
+        ));
     }
     for ((a_, b_), n) in &overlaps {
         warnings.push(format!(

@@ -193,24 +193,36 @@ impl CompiledPolicy {
                 ));
             }
         }
-        // Static overlaps: a plain path of one group inside another group's reach.
+        // Static overlaps, one line per group pair: only where a plain path (a file or a whole
+        // subtree) of one group lies inside another group's reach, which is certain to
+        // overlap. Wildcard-vs-wildcard overlaps are reported from the resolved walk instead,
+        // with real counts, since comparing literal prefixes flags many that never meet.
         for (i, a) in self.groups.iter().enumerate() {
             for b in self.groups.iter().skip(i + 1) {
-                for pa in &a.patterns {
-                    for pb in &b.patterns {
-                        let (ba, bb) = (pa.base(), pb.base());
-                        let a_in_b = pb.could_match_within(&ba) && is_within(&ba, &bb);
-                        let b_in_a = pa.could_match_within(&bb) && is_within(&bb, &ba);
-                        if a_in_b || b_in_a {
-                            w.push(format!(
-                                "groups `{}` and `{}` overlap (`{}` and `{}`); a path covered by both belongs to the more specific pattern",
-                                a.name,
-                                b.name,
-                                pa.as_str(),
-                                pb.as_str()
-                            ));
-                        }
-                    }
+                let hit = a
+                    .patterns
+                    .iter()
+                    .flat_map(|pa| b.patterns.iter().map(move |pb| (pa, pb)))
+                    .find(|(pa, pb)| {
+                        (pa.is_plain()
+                            && pb.could_match_within(&pa.base())
+                            && pb.matches(&pa.base()))
+                            || (pb.is_plain()
+                                && pa.could_match_within(&pb.base())
+                                && pa.matches(&pb.base()))
+                            || (pa.is_plain()
+                                && pb.is_plain()
+                                && (is_within(&pa.base(), &pb.base())
+                                    || is_within(&pb.base(), &pa.base())))
+                    });
+                if let Some((pa, pb)) = hit {
+                    w.push(format!(
+                        "groups `{}` and `{}` overlap (`{}` and `{}`); a path covered by both belongs to the more specific pattern",
+                        a.name,
+                        b.name,
+                        pa.as_str(),
+                        pb.as_str()
+                    ));
                 }
             }
         }

@@ -1,0 +1,571 @@
+#!/usr/bin/env bash
+# bench-vs-aide.sh: kmsentry against AIDE, in one run, on one corpus.
+#
+# What is measured, and why
+#   Both tools do the same job on the same tree: walk it, record type, mode, owner,
+#   group, size, inode, link count, mtime, ctime, symlink target, POSIX ACLs and
+#   xattrs, and a SHA-256 of every regular file (kmsentry also computes BLAKE3).
+#   AIDE runs with rule sha256+p+i+n+u+g+s+m+c+acl+xattrs+ftype+l over /etc, /usr and
+#   /opt of the corpus (root_prefix makes it record host-absolute paths, exactly like
+#   `kmsentry --root`), an uncompressed database, and num_workers = nproc (AIDE 0.18's
+#   default is 1 thread; kmsentry uses every core, so one thread would flatter
+#   kmsentry). AIDE by default also hashes its own database with 11 digests after each
+#   run; database_attrs=sha256 keeps one.
+#
+#   The corpus (scripts/make-corpus.py) is ~100,000 entries / ~1.3 GiB shaped like a
+#   KMS host: many 1-4 KiB PEM/YAML/JSON files (per-file overhead dominates) plus a few
+#   64-256 MiB files (hashing throughput dominates). Every timing is taken with a warm
+#   page cache: the point is CPU and syscall cost, not the disk. Floors give scale:
+#     read floor     every byte read once with cat (1 thread and nproc threads);
+#     lstat floor    every entry lstat'ed once (find -printf of inode metadata);
+#     sha256 floor   sha256sum over every file on nproc threads.
+#   A tool cannot beat the read floor; the ratio to it says how much of the time is the
+#   tool's own work (hashing, metadata, database).
+#
+#   Phases: `kmsentry baseline init` vs `aide --init`, then a deterministic tamper step
+#   (10 content changes, 2 of them stealthy, 10 chmods, 5 deletions, 5 additions), then
+#   `kmsentry verify --format json` vs `aide --check`. Runs of the two tools are
+#   interleaved (ABBA order) so drift (page cache, CPU clock, neighbours) hits both
+#   alike; each phase reports median/min/max of --runs runs, and peak RSS and CPU time
+#   from /usr/bin/time -v. After the tamper both tools must report the same set of
+#   (status, path): the script prints MATCH or a loud MISMATCH with the differences, and
+#   checks both against the tamper step's own list.
+#
+# Usage
+#   scripts/bench-vs-aide.sh [--files N] [--runs R] [--seed S] [--work DIR] [--keep]
+#     --files N   corpus entries (default 100000)
+#     --runs R    timed runs per tool and phase (default 3, at least 1)
+#     --seed S    corpus seed (default 1)
+#     --work DIR  work directory (default /var/tmp/kmsentry-bench); the corpus in
+#                 DIR/root is reused across runs while DIR/corpus.stamp matches
+#     --keep      keep this run's databases, reports, configs and logs (DIR/run);
+#                 without it they are removed at exit (the corpus is always kept:
+#                 `rm -rf DIR` to reclaim its ~1.4 GiB)
+#   Environment
+#     SKIP_KMSENTRY=1   do not build or run kmsentry (AIDE and floors only)
+#     KMSENTRY=PATH     use this kmsentry binary instead of `cargo build --release`
+#     AIDE_WORKERS=N    AIDE num_workers (default: nproc)
+#     AIDE_DB_ATTRS=X   AIDE database_attrs (default sha256; AIDE's own default is H)
+#     NO_HYPERFINE=1    time the floors with the bash loop even if hyperfine exists
+#
+# Output: machine facts, a Markdown table, the changed-set comparison, and a CSV of
+# every raw timing in scripts/bench-runs/bench-<UTC timestamp>.csv.
+
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
+MAKE_CORPUS="$SCRIPT_DIR/make-corpus.py"
+
+FILES=100000
+RUNS=3
+SEED=1
+WORK=/var/tmp/kmsentry-bench
+KEEP=0
+SKIP_KMSENTRY=${SKIP_KMSENTRY:-0}
+NPROC=$(nproc)
+AIDE_WORKERS=${AIDE_WORKERS:-$NPROC}
+AIDE_DB_ATTRS=${AIDE_DB_ATTRS:-sha256}
+
+usage() { sed -n '/^# Usage/,/^# Output/p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "bench-vs-aide: error: $*" >&2; exit 2; }
+log() { echo "==> $*" >&2; }
+
+while (($#)); do
+    case $1 in
+        --files) FILES=${2:?--files needs a value}; shift 2 ;;
+        --runs) RUNS=${2:?--runs needs a value}; shift 2 ;;
+        --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
+        --work) WORK=${2:?--work needs a value}; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+[[ $FILES =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ ]] ||
+    die "--files, --runs and --seed take non-negative integers"
+((RUNS >= 1)) || die "--runs must be at least 1"
+
+WORK=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
+ROOT=$WORK/root
+RUN=$WORK/run
+STAMP=$WORK/corpus.stamp
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+HOST=$(uname -n)
+[[ $ROOT != *[\'\"\ ]* ]] || die "the work directory path must not contain quotes or spaces"
+CSV_DIR=$SCRIPT_DIR/bench-runs
+CSV=$CSV_DIR/bench-$TS.csv
+
+# ---------------------------------------------------------------------------------
+# Tools
+# ---------------------------------------------------------------------------------
+ensure_tools() {
+    local missing=()
+    command -v aide >/dev/null || missing+=(aide)
+    [[ -x /usr/bin/time ]] || missing+=(time)
+    command -v hyperfine >/dev/null || missing+=(hyperfine)
+    command -v python3 >/dev/null || die "python3 is required"
+    ((${#missing[@]})) || return 0
+    if ((EUID != 0)) || ! command -v apt-get >/dev/null; then
+        if ! command -v aide >/dev/null || [[ ! -x /usr/bin/time ]]; then
+            die "missing ${missing[*]}; install them (Debian: apt-get install aide time hyperfine)"
+        fi
+        return 0
+    fi
+    log "installing ${missing[*]} from Debian"
+    apt-get update -qq
+    local avail=() p
+    for p in "${missing[@]}"; do
+        # A package without a candidate version cannot be installed: skip it here and
+        # let the checks below decide whether that is fatal (hyperfine is optional).
+        if apt-cache policy "$p" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            avail+=("$p")
+        else
+            log "package $p is not available; skipping it"
+        fi
+    done
+    ((${#avail[@]} == 0)) ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${avail[@]}" >/dev/null
+    command -v aide >/dev/null || die "aide could not be installed"
+    [[ -x /usr/bin/time ]] || die "/usr/bin/time (Debian package 'time') could not be installed"
+}
+
+build_kmsentry() {
+    if [[ $SKIP_KMSENTRY == 1 ]]; then
+        log "SKIP_KMSENTRY=1: kmsentry is neither built nor run"
+        return 0
+    fi
+    if [[ -n ${KMSENTRY:-} ]]; then
+        [[ -x $KMSENTRY ]] || die "KMSENTRY=$KMSENTRY is not an executable"
+        return 0
+    fi
+    command -v cargo >/dev/null || die "cargo not found (set KMSENTRY=path or SKIP_KMSENTRY=1)"
+    log "building kmsentry (release)"
+    (cd "$REPO_DIR" && cargo build --release --locked)
+    KMSENTRY=$REPO_DIR/target/release/kmsentry
+}
+
+# ---------------------------------------------------------------------------------
+# Corpus
+# ---------------------------------------------------------------------------------
+corpus_id() {
+    echo "files=$FILES seed=$SEED generator=$(sha256sum "$MAKE_CORPUS" | cut -c1-16)"
+}
+
+corpus_state() {
+    python3 "$MAKE_CORPUS" "$ROOT" --status 2>/dev/null |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null ||
+        echo missing
+}
+
+ensure_corpus() {
+    local want state avail_kib need_kib
+    want=$(corpus_id)
+    if [[ -f $STAMP && $(cat "$STAMP") == "$want" && -d $ROOT ]]; then
+        state=$(corpus_state)
+        case $state in
+            clean) log "reusing corpus $ROOT ($want)"; return 0 ;;
+            tampered | tampering)
+                log "corpus was left tampered with; restoring it"
+                python3 "$MAKE_CORPUS" "$ROOT" --restore && sync && return 0 ;;
+        esac
+    fi
+    need_kib=$((FILES * 14 + 262144)) # ~1.4 GiB per 100k entries, plus slack
+    avail_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+    ((avail_kib > need_kib)) ||
+        die "$WORK has $((avail_kib / 1024)) MiB free; the corpus needs ~$((need_kib / 1024)) MiB"
+    log "generating corpus in $ROOT ($want)"
+    rm -f "$STAMP"
+    python3 "$MAKE_CORPUS" "$ROOT" --files "$FILES" --seed "$SEED" --force
+    log "syncing (so that writeback does not disturb the timings)"
+    sync
+    echo "$want" >"$STAMP"
+}
+
+# If the run dies between tamper and restore, put the corpus back; drop run artifacts
+# unless --keep.
+TAMPERED=0
+cleanup() {
+    local rc=$?
+    if ((TAMPERED)); then
+        python3 "$MAKE_CORPUS" "$ROOT" --restore >/dev/null 2>&1 || true
+    fi
+    if ((!KEEP)) && [[ -d $RUN ]]; then
+        rm -rf "$RUN"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------------
+# Configuration for both tools
+# ---------------------------------------------------------------------------------
+write_configs() {
+    rm -rf "$RUN"
+    mkdir -p "$RUN/logs"
+    AIDE_CONF=$RUN/aide.conf
+    AIDE_DB=$RUN/aide.db
+    KMS_POLICY=$RUN/policy.yaml
+    KMS_DB=$RUN/kmsentry.db
+    KMS_REPORT=$RUN/kmsentry-verify.json
+
+    local attrs="sha256+p+i+n+u+g+s+m+c+ftype+l" opt
+    # Add acl and xattrs only where this AIDE build has them compiled in.
+    for opt in acl xattrs; do
+        if aide --version 2>&1 | grep -Eq "^$opt: yes"; then attrs+="+$opt"; fi
+    done
+    AIDE_RULE=$attrs
+    cat >"$AIDE_CONF" <<EOF
+# Generated by bench-vs-aide.sh: the same work as the kmsentry policy next to it.
+database_in=file:$AIDE_DB
+database_out=file:$AIDE_DB.new
+gzip_dbout=no
+database_attrs=$AIDE_DB_ATTRS
+root_prefix=$ROOT
+num_workers=$AIDE_WORKERS
+log_level=warning
+report_level=changed_attributes
+report_format=plain
+report_url=stdout
+Bench = $attrs
+/etc Bench
+/usr Bench
+/opt Bench
+EOF
+    aide --config-check -c "$AIDE_CONF" >"$RUN/logs/aide-config-check.log" 2>&1 ||
+        { cat "$RUN/logs/aide-config-check.log" >&2; die "aide rejects $AIDE_CONF"; }
+
+    cat >"$KMS_POLICY" <<'EOF'
+# Generated by bench-vs-aide.sh: the whole corpus, every entry, one generic group.
+version: 1
+groups:
+  - name: bench-all
+    class: generic
+    paths: [/etc, /usr, /opt]
+EOF
+}
+
+# ---------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------
+# CSV rows: one per timed run.
+csv_init() {
+    mkdir -p "$CSV_DIR"
+    echo "timestamp,host,label,phase,run,wall_s,user_s,sys_s,max_rss_kib,exit_code,files,seed" >"$CSV"
+}
+csv_row() { # label phase run wall user sys rss rc
+    printf '%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$TS" "$HOST" "$1" "$2" "$3" \
+        "$4" "$5" "$6" "$7" "$8" "$FILES" "$SEED" >>"$CSV"
+}
+
+# timed LABEL PHASE RUN OK_CODES LOGFILE -- CMD...
+# Runs CMD under /usr/bin/time -v, wall clock from date +%s%N; stdout to LOGFILE,
+# stderr to LOGFILE.err. OK_CODES is a regex of acceptable exit codes (drift is not an
+# error). A non-zero exit never stops the script: it is recorded, and a code outside
+# OK_CODES is reported.
+timed() {
+    local label=$1 phase=$2 run=$3 ok=$4 out=$5
+    shift 6
+    local tv=$out.time t0 t1 rc=0 wall user sys rss
+    t0=$(date +%s%N)
+    /usr/bin/time -v -o "$tv" "$@" >"$out" 2>"$out.err" || rc=$?
+    t1=$(date +%s%N)
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    user=$(awk -F': ' '/User time \(seconds\)/ { print $2 }' "$tv")
+    sys=$(awk -F': ' '/System time \(seconds\)/ { print $2 }' "$tv")
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$tv")
+    csv_row "$label" "$phase" "$run" "$wall" "${user:-}" "${sys:-}" "${rss:-}" "$rc"
+    if ! [[ $rc =~ ^($ok)$ ]]; then
+        echo "bench-vs-aide: WARNING: $label ($phase run $run) exited $rc; see $out.err" >&2
+        BAD_EXITS+=("$label/$phase/run$run=rc$rc")
+    fi
+    printf '    %-26s run %d: %7.3f s  (exit %d)\n' "$label" "$run" "$wall" "$rc" >&2
+}
+BAD_EXITS=()
+
+# Floors, timed with hyperfine when available (its JSON gives every run), else the loop.
+floor() { # label phase shell-command
+    local label=$1 phase=$2 cmd=$3 r
+    if [[ ${NO_HYPERFINE:-0} != 1 ]] && command -v hyperfine >/dev/null; then
+        local json=$RUN/logs/$phase.hyperfine.json
+        hyperfine --style none --runs "$RUNS" --warmup 1 --export-json "$json" "$cmd" \
+            >"$RUN/logs/$phase.hyperfine.log" 2>&1 ||
+            die "hyperfine failed for $label; see $RUN/logs/$phase.hyperfine.log"
+        python3 -c '
+import json, sys
+for i, t in enumerate(json.load(open(sys.argv[1]))["results"][0]["times"], 1):
+    print(f"{i} {t:.3f}")' "$json" >"$json.runs"
+        local wall
+        while read -r r wall; do
+            csv_row "$label" "$phase" "$r" "$wall" "" "" "" 0
+            printf '    %-26s run %d: %7.3f s  (hyperfine)\n' "$label" "$r" "$wall" >&2
+        done <"$json.runs"
+    else
+        bash -c "$cmd" >/dev/null 2>&1 # warm-up
+        for ((r = 1; r <= RUNS; r++)); do
+            timed "$label" "$phase" "$r" 0 "$RUN/logs/$phase-$r.log" -- bash -c "$cmd"
+        done
+    fi
+}
+
+# ---------------------------------------------------------------------------------
+# Changed-set comparison
+# ---------------------------------------------------------------------------------
+compare_sets() { # expected.tsv aide-report.txt kmsentry.json|"" -> prints, returns 1 on mismatch
+    python3 - "$@" <<'EOF'
+import json, re, sys
+
+expected_tsv, aide_txt, kms_json = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def load_expected(path):
+    exp, side = set(), set()
+    for line in open(path):
+        status, p, what = line.rstrip("\n").split("\t")
+        exp.add((status, p))
+        if what == "dir-side-effect":
+            side.add((status, p))
+    return exp, side
+
+def load_aide(path):
+    """Plain report: section headers 'Added entries:', 'Removed entries:',
+    'Changed entries:', each followed by lines 'SUMMARY: /path' where SUMMARY is a
+    fixed-width attribute string (f+++..., f---..., 'f = p.. .c...A.   ')."""
+    sections = {"Added entries:": "added", "Removed entries:": "removed",
+                "Changed entries:": "changed"}
+    found, status = set(), None
+    for line in open(path, errors="surrogateescape"):
+        line = line.rstrip("\n")
+        if line in sections:
+            status = sections[line]
+            continue
+        if line.startswith("Detailed information about changes"):
+            break
+        if status and ": /" in line and not line.startswith((" ", "-")):
+            found.add((status, "/" + line.split(": /", 1)[1]))
+    return found
+
+def load_kms(path):
+    norm = {"added": "added", "new": "added", "removed": "removed", "missing": "removed",
+            "deleted": "removed", "changed": "changed", "modified": "changed"}
+    doc = json.load(open(path))
+    out = set()
+    for f in doc.get("findings", []):
+        st = str(f.get("status", "?"))
+        out.add((norm.get(st, st), f["path"]))
+    return out, doc.get("summary")
+
+def show(title, s):
+    for st, p in sorted(s, key=lambda x: (x[1], x[0])):
+        print(f"      {title} {st:8} {p}")
+
+expected, side = load_expected(expected_tsv)
+aide = load_aide(aide_txt)
+print(f"  expected (tamper step): {len(expected)} entries "
+      f"({len(expected) - len(side)} direct + {len(side)} parent directories)")
+print(f"  aide --check reported : {len(aide)}")
+ok = True
+if kms_json:
+    kms, summary = load_kms(kms_json)
+    print(f"  kmsentry verify       : {len(kms)}  (summary: {json.dumps(summary)})")
+    if kms == aide:
+        print("  changed set: MATCH (kmsentry == AIDE)")
+    else:
+        ok = False
+        print("  changed set: *** MISMATCH *** kmsentry and AIDE disagree")
+        show("only kmsentry:", kms - aide)
+        show("only AIDE:    ", aide - kms)
+        only_dirs = (kms ^ aide) <= side
+        if only_dirs:
+            print("  (every difference is a parent directory whose mtime/ctime moved "
+                  "when an entry was added or removed)")
+    for name, got in (("kmsentry", kms), ("AIDE", aide)):
+        if got != expected:
+            print(f"  {name} vs tamper list: differs")
+            show("missed:  ", expected - got)
+            show("extra:   ", got - expected)
+else:
+    print("  changed set: kmsentry skipped; AIDE vs tamper list only")
+if aide == expected:
+    print("  AIDE vs tamper list: MATCH")
+else:
+    ok = False
+    print("  AIDE vs tamper list: *** MISMATCH ***")
+    show("missed:  ", expected - aide)
+    show("extra:   ", aide - expected)
+sys.exit(0 if ok else 1)
+EOF
+}
+
+# ---------------------------------------------------------------------------------
+# Summary table
+# ---------------------------------------------------------------------------------
+print_table() {
+    python3 - "$CSV" "$NPROC" "$AIDE_WORKERS" <<'EOF'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+nproc, workers = sys.argv[2], sys.argv[3]
+by = {}
+for r in rows:
+    by.setdefault((r["label"], r["phase"]), []).append(r)
+
+def stats(key):
+    rs = by.get(key)
+    if not rs:
+        return None
+    w = [float(r["wall_s"]) for r in rs]
+    rss = [int(r["max_rss_kib"]) for r in rs if r["max_rss_kib"]]
+    cpu = [float(r["user_s"]) + float(r["sys_s"]) for r in rs if r["user_s"] and r["sys_s"]]
+    return {"med": statistics.median(w), "min": min(w), "max": max(w), "n": len(w),
+            "rss": max(rss) if rss else None,
+            "cpu": statistics.median(cpu) if cpu else None}
+
+floor_key = ("read floor", "floor-read-par")
+floor = stats(floor_key)
+lines = [
+    ("read floor", "floor-read-1", "find | xargs -0 cat (1 thread)", None),
+    ("read floor", "floor-read-par", f"find | xargs -0 -P{nproc} cat", None),
+    ("lstat floor", "floor-lstat", "find -printf (metadata of every entry)", None),
+    ("sha256 floor", "floor-sha256", f"find | xargs -0 -P{nproc} sha256sum", None),
+    ("kmsentry", "init", "baseline init --force", ("aide", "init")),
+    ("aide", "init", f"aide --init ({workers} workers)", None),
+    ("kmsentry", "check", "verify --format json", ("aide", "check")),
+    ("aide", "check", f"aide --check ({workers} workers)", None),
+]
+print("| tool | command | median s | min s | max s | vs AIDE | vs read floor | CPU s | peak RSS MiB |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+for label, phase, cmd, ref in lines:
+    s = stats((label, phase))
+    if s is None:
+        continue
+    vs_aide = "—"
+    if label == "aide":
+        vs_aide = "1.00"
+    elif ref and stats(ref):
+        vs_aide = f"{s['med'] / stats(ref)['med']:.2f}"
+    vs_floor = f"{s['med'] / floor['med']:.2f}" if floor and floor["med"] > 0 else "—"
+    cpu = f"{s['cpu']:.2f}" if s["cpu"] is not None else "—"
+    rss = f"{s['rss'] / 1024:.0f}" if s["rss"] is not None else "—"
+    print(f"| {label} | `{cmd}` | {s['med']:.3f} | {s['min']:.3f} | {s['max']:.3f} "
+          f"| {vs_aide} | {vs_floor} | {cpu} | {rss} |")
+print()
+print(f"Medians of {max(s['n'] for s in map(stats, by))} runs, warm page cache. "
+      f"'vs read floor' divides by the {nproc}-thread cat median; 'vs AIDE' by the "
+      "same phase of AIDE. CPU = user+sys (median); peak RSS = max over runs.")
+EOF
+}
+
+# ---------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------
+ensure_tools
+build_kmsentry
+ensure_corpus
+write_configs
+csv_init
+
+n_files=$(find "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt -type f | wc -l)
+n_links=$(find "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt -type l | wc -l)
+n_dirs=$(find "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt -type d | wc -l)
+bytes=$(du -sb --apparent-size "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt | awk '{ s += $1 } END { print s }')
+
+echo
+echo "## Machine"
+echo
+echo "- host: $HOST; nproc: $NPROC; CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+echo "- CPU hash extensions: $(grep -m1 -o -w -E 'sha_ni|avx2|avx512f' /proc/cpuinfo | sort -u | paste -sd' ' - || echo none)"
+echo "- memory: $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo); kernel: $(uname -r)"
+echo "- work dir: $WORK ($(stat -f -c %T "$WORK"), $(findmnt -n -o SOURCE --target "$WORK" 2>/dev/null || echo '?'))"
+echo "- aide: $(aide --version 2>&1 | head -1); rule: $AIDE_RULE; num_workers=$AIDE_WORKERS; database_attrs=$AIDE_DB_ATTRS"
+if [[ $SKIP_KMSENTRY != 1 ]]; then
+    echo "- kmsentry: $("$KMSENTRY" --version 2>&1 | head -1) ($KMSENTRY)"
+fi
+echo "- hyperfine: $(hyperfine --version 2>/dev/null || echo 'not installed (bash timing loop)')"
+echo "- corpus: $n_files regular files, $n_links symlinks, $n_dirs directories, $((bytes / 1048576)) MiB (files=$FILES seed=$SEED)"
+echo
+
+log "warming the page cache"
+find "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt -type f -print0 | xargs -0 -P"$NPROC" cat >/dev/null
+
+log "floors"
+dirs="'$ROOT/etc' '$ROOT/usr' '$ROOT/opt'"
+floor "read floor" floor-read-1 "find $dirs -type f -print0 | xargs -0 cat >/dev/null"
+floor "read floor" floor-read-par "find $dirs -type f -print0 | xargs -0 -P$NPROC -n 500 cat >/dev/null"
+floor "lstat floor" floor-lstat "find $dirs -printf '%m %U %G %s %i %n %T@ %C@\n' >/dev/null"
+floor "sha256 floor" floor-sha256 "find $dirs -type f -print0 | xargs -0 -P$NPROC -n 500 sha256sum >/dev/null"
+
+# Interleaved ABBA: odd rounds kmsentry first, even rounds AIDE first.
+run_pair() { # phase round
+    local phase=$1 r=$2 order
+    if [[ $SKIP_KMSENTRY == 1 ]]; then
+        order=(aide)
+    elif ((r % 2)); then
+        order=(kmsentry aide)
+    else
+        order=(aide kmsentry)
+    fi
+    local tool
+    for tool in "${order[@]}"; do
+        case $tool:$phase in
+            kmsentry:init)
+                timed kmsentry init "$r" 0 "$RUN/logs/kmsentry-init-$r.log" -- \
+                    "$KMSENTRY" baseline init --policy "$KMS_POLICY" --db "$KMS_DB" \
+                    --root "$ROOT" --force ;;
+            aide:init)
+                timed aide init "$r" 0 "$RUN/logs/aide-init-$r.log" -- \
+                    aide --init -c "$AIDE_CONF" ;;
+            kmsentry:check)
+                timed kmsentry check "$r" '0|1' "$RUN/logs/kmsentry-verify-$r.log" -- \
+                    "$KMSENTRY" verify --policy "$KMS_POLICY" --db "$KMS_DB" \
+                    --root "$ROOT" --format json --output "$KMS_REPORT" ;;
+            aide:check)
+                # AIDE's exit code is a bitmask: 1 added, 2 removed, 4 changed; 14+ errors.
+                timed aide check "$r" '[0-7]' "$RUN/logs/aide-check-$r.log" -- \
+                    aide --check -c "$AIDE_CONF" ;;
+        esac
+    done
+}
+
+log "baseline: kmsentry baseline init vs aide --init ($RUNS runs each, interleaved)"
+for ((r = 1; r <= RUNS; r++)); do run_pair init "$r"; done
+[[ -s $AIDE_DB.new ]] || die "aide --init wrote no database; see $RUN/logs/aide-init-*.log.err"
+mv -f "$AIDE_DB.new" "$AIDE_DB"
+aide_entries=$(awk -F':[ \t]*' '/^Number of entries/ { print $2 }' "$RUN/logs/aide-init-$RUNS.log")
+
+log "tampering with the corpus"
+TAMPERED=1
+python3 "$MAKE_CORPUS" "$ROOT" --tamper >"$RUN/tamper.tsv"
+sync
+
+log "verify: kmsentry verify vs aide --check ($RUNS runs each, interleaved)"
+for ((r = 1; r <= RUNS; r++)); do run_pair check "$r"; done
+
+echo
+echo "## Changed set after tamper"
+echo
+echo "- AIDE entries in database: ${aide_entries:-?}"
+set_rc=0
+if [[ $SKIP_KMSENTRY == 1 ]]; then
+    compare_sets "$RUN/tamper.tsv" "$RUN/logs/aide-check-$RUNS.log" "" || set_rc=$?
+elif [[ -s $KMS_REPORT ]]; then
+    compare_sets "$RUN/tamper.tsv" "$RUN/logs/aide-check-$RUNS.log" "$KMS_REPORT" || set_rc=$?
+else
+    echo "  *** MISMATCH *** kmsentry wrote no JSON report ($KMS_REPORT); see $RUN/logs"
+    set_rc=1
+fi
+
+log "restoring the corpus"
+python3 "$MAKE_CORPUS" "$ROOT" --restore
+TAMPERED=0
+
+echo
+echo "## Timings"
+echo
+print_table
+echo
+echo "Raw timings: ${CSV#"$REPO_DIR"/}"
+if ((KEEP)); then echo "Run artifacts kept in $RUN"; fi
+if ((${#BAD_EXITS[@]})); then
+    echo
+    echo "WARNING: unexpected exit codes: ${BAD_EXITS[*]}"
+fi
+if ((set_rc || ${#BAD_EXITS[@]})); then exit 1; fi
