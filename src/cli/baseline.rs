@@ -89,6 +89,9 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
         out.into_inner().unwrap_or_else(|p| p.into_inner())
     };
     pb.finish_and_clear();
+    // Path order turns the inserts into B-tree appends.
+    let mut entries = entries;
+    entries.sort_unstable_by(|x, y| x.path.cmp(&y.path));
     let mut names = crate::users::Names::for_root(&root);
     let write = |store: &mut Store| -> Result<()> {
         let id = store.add_run(&Run {
