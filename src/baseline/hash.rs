@@ -174,7 +174,9 @@ mod tests {
 
     #[test]
     fn the_parallel_path_gives_the_same_hashes() {
-        let data: Vec<u8> = (0..(3 * (1 << 20) + 12345)).map(|i: u32| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * (1 << 20) + 12345))
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
         let (a, n1) = hash_stream(&mut &data[..], &mut [0u8; 4096]).unwrap();
         let (b, n2) = hash_stream_parallel(&mut &data[..], &mut vec![0u8; 1 << 20]).unwrap();
         assert_eq!((a, n1), (b, n2));

@@ -362,9 +362,11 @@ impl Store {
                 .prepare_cached("INSERT INTO xattrs (path, name, value) VALUES (?1, ?2, ?3)")
                 .map_err(|e| err("write entries", e))?;
             for e in entries {
-                del_x
-                    .execute([&e.path])
-                    .map_err(|x| err("write entries", x))?;
+                if !fresh {
+                    del_x
+                        .execute([&e.path])
+                        .map_err(|x| err("write entries", x))?;
+                }
                 ins.execute(params![
                     e.path,
                     e.ftype.as_str(),
