@@ -20,7 +20,8 @@
 #   page cache: the point is CPU and syscall cost, not the disk. Floors give scale:
 #     read floor     every byte read once with cat (1 thread and nproc threads);
 #     lstat floor    every entry lstat'ed once (find -printf of inode metadata);
-#     sha256 floor   sha256sum over every file on nproc threads.
+#     sha256 floor   SHA-256 of every file on nproc threads (openssl dgst, which uses
+#                    the CPU's SHA extensions; coreutils sha256sum if openssl is absent).
 #   A tool cannot beat the read floor; the ratio to it says how much of the time is the
 #   tool's own work (hashing, metadata, database).
 #
@@ -32,6 +33,11 @@
 #   from /usr/bin/time -v. After the tamper both tools must report the same set of
 #   (status, path): the script prints MATCH or a loud MISMATCH with the differences, and
 #   checks both against the tamper step's own list.
+#
+#   Expect `aide --check` to be several times slower than `aide --init`: AIDE 0.18.3
+#   spends most of a check parsing its own plain-text database (its flex scanner costs
+#   ~0.4 ms per 230-byte entry here; `aide --compare` of a database with itself takes
+#   twice as long again). That is AIDE's real cost, not a setting of this script.
 #
 # Usage
 #   scripts/bench-vs-aide.sh [--files N] [--runs R] [--seed S] [--work DIR] [--keep]
@@ -415,10 +421,10 @@ EOF
 # Summary table
 # ---------------------------------------------------------------------------------
 print_table() {
-    python3 - "$CSV" "$NPROC" "$AIDE_WORKERS" <<'EOF'
+    python3 - "$CSV" "$NPROC" "$AIDE_WORKERS" "$SHA256_CMD" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-nproc, workers = sys.argv[2], sys.argv[3]
+nproc, workers, sha_cmd = sys.argv[2], sys.argv[3], sys.argv[4]
 by = {}
 for r in rows:
     by.setdefault((r["label"], r["phase"]), []).append(r)
@@ -440,7 +446,7 @@ lines = [
     ("read floor", "floor-read-1", "find | xargs -0 cat (1 thread)", None),
     ("read floor", "floor-read-par", f"find | xargs -0 -P{nproc} cat", None),
     ("lstat floor", "floor-lstat", "find -printf (metadata of every entry)", None),
-    ("sha256 floor", "floor-sha256", f"find | xargs -0 -P{nproc} sha256sum", None),
+    ("sha256 floor", "floor-sha256", f"find | xargs -0 -P{nproc} {sha_cmd}", None),
     ("kmsentry", "init", "baseline init --force", ("aide", "init")),
     ("aide", "init", f"aide --init ({workers} workers)", None),
     ("kmsentry", "check", "verify --format json", ("aide", "check")),
@@ -460,6 +466,7 @@ for label, phase, cmd, ref in lines:
     vs_floor = f"{s['med'] / floor['med']:.2f}" if floor and floor["med"] > 0 else "—"
     cpu = f"{s['cpu']:.2f}" if s["cpu"] is not None else "—"
     rss = f"{s['rss'] / 1024:.0f}" if s["rss"] is not None else "—"
+    cmd = cmd.replace("|", "\\|")  # a bare | would split the Markdown cell
     print(f"| {label} | `{cmd}` | {s['med']:.3f} | {s['min']:.3f} | {s['max']:.3f} "
           f"| {vs_aide} | {vs_floor} | {cpu} | {rss} |")
 print()
@@ -467,6 +474,18 @@ print(f"Medians of {max(s['n'] for s in map(stats, by))} runs, warm page cache. 
       f"'vs read floor' divides by the {nproc}-thread cat median; 'vs AIDE' by the "
       "same phase of AIDE. CPU = user+sys (median); peak RSS = max over runs.")
 EOF
+}
+
+# Share of CPU time that other processes used while this script slept: a noisy
+# neighbour (a compile, an indexer) makes every number below suspect.
+background_busy() {
+    local a b
+    a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 3
+    b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+        busy = y[1] - x[1]; idle = y[2] - x[2];
+        printf "%.0f", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
 }
 
 # ---------------------------------------------------------------------------------
@@ -496,6 +515,7 @@ if [[ $SKIP_KMSENTRY != 1 ]]; then
     echo "- kmsentry: $("$KMSENTRY" --version 2>&1 | head -1) ($KMSENTRY)"
 fi
 echo "- hyperfine: $(hyperfine --version 2>/dev/null || echo 'not installed (bash timing loop)')"
+echo "- background CPU load before the timings: $(background_busy)% of all CPUs busy over 3 s (should be ~0)"
 echo "- corpus: $n_files regular files, $n_links symlinks, $n_dirs directories, $((bytes / 1048576)) MiB (files=$FILES seed=$SEED)"
 echo
 
@@ -503,11 +523,14 @@ log "warming the page cache"
 find "$ROOT"/etc "$ROOT"/usr "$ROOT"/opt -type f -print0 | xargs -0 -P"$NPROC" cat >/dev/null
 
 log "floors"
+# OpenSSL's SHA-256 uses the CPU's SHA extensions; Debian's coreutils sha256sum does
+# not (about 7x slower on a SHA-NI CPU), so it would be no floor at all.
+if command -v openssl >/dev/null; then SHA256_CMD="openssl dgst -sha256"; else SHA256_CMD=sha256sum; fi
 dirs="'$ROOT/etc' '$ROOT/usr' '$ROOT/opt'"
 floor "read floor" floor-read-1 "find $dirs -type f -print0 | xargs -0 cat >/dev/null"
 floor "read floor" floor-read-par "find $dirs -type f -print0 | xargs -0 -P$NPROC -n 500 cat >/dev/null"
 floor "lstat floor" floor-lstat "find $dirs -printf '%m %U %G %s %i %n %T@ %C@\n' >/dev/null"
-floor "sha256 floor" floor-sha256 "find $dirs -type f -print0 | xargs -0 -P$NPROC -n 500 sha256sum >/dev/null"
+floor "sha256 floor" floor-sha256 "find $dirs -type f -print0 | xargs -0 -P$NPROC -n 500 $SHA256_CMD >/dev/null"
 
 # Interleaved ABBA: odd rounds kmsentry first, even rounds AIDE first.
 run_pair() { # phase round
