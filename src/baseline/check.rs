@@ -9,7 +9,7 @@ use super::walk::{self, Item, WalkError};
 use crate::fsroot::Root;
 use crate::policy::{Attr, Class, CompiledPolicy};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// One difference between baseline and live state.
 #[derive(Clone, Debug)]
@@ -33,6 +33,9 @@ pub struct Clean {
     pub path: Vec<u8>,
     pub group: String,
 }
+
+/// Live entries buffered while the baseline loads, at most.
+const PENDING_MAX: usize = 4096;
 
 /// The outcome of one comparison.
 #[derive(Debug, Default)]
@@ -65,52 +68,117 @@ pub struct CheckOptions {
     pub keep_clean: bool,
 }
 
-/// Compare a live walk of `policy` under `root` with `baseline` (sorted by path bytes, as
-/// [`crate::store::Store::entries`] returns it). `on_entry` is called once per live entry
-/// (progress).
+/// Compare a live walk of `policy` under `root` with the baseline that `load` returns
+/// (sorted by path bytes, as [`crate::store::Store::entries`] gives it). `load` runs on its
+/// own thread while the walk starts: live entries that arrive before the baseline is ready
+/// wait in a buffer (bounded by how long loading takes), so the database read and `quick_check`
+/// overlap with hashing instead of delaying it. `on_entry` is called once per live entry.
 pub fn check(
     root: &Root,
     policy: &CompiledPolicy,
-    baseline: &[Entry],
+    load: impl FnOnce() -> crate::error::Result<Vec<Entry>> + Send,
     opts: CheckOptions,
     on_entry: &(dyn Fn() + Sync),
-) -> Report {
-    debug_assert!(baseline.windows(2).all(|w| w[0].path < w[1].path));
-    let seen: Vec<AtomicBool> = baseline.iter().map(|_| AtomicBool::new(false)).collect();
+) -> crate::error::Result<Report> {
+    let ready: OnceLock<(Vec<Entry>, Vec<AtomicBool>)> = OnceLock::new();
+    let failed = AtomicBool::new(false);
+    let pending: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    let loaded_cv = std::sync::Condvar::new();
     let findings = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
     let clean = Mutex::new(Vec::new());
     let live_count = AtomicU64::new(0);
-    let push = |m: &Mutex<Vec<_>>, v| match m.lock() {
-        Ok(mut g) => g.push(v),
-        Err(p) => p.into_inner().push(v),
+    let process = |(baseline, seen): &(Vec<Entry>, Vec<AtomicBool>), live: Entry| {
+        let base = match baseline.binary_search_by(|b| b.path.as_slice().cmp(&live.path)) {
+            Ok(i) => {
+                seen[i].store(true, Ordering::Relaxed);
+                Some(&baseline[i])
+            }
+            Err(_) => None,
+        };
+        match compare(policy, base, Some(live)) {
+            Outcome::Finding(f) => lock(&findings).push(f),
+            Outcome::Clean(c) if opts.keep_clean => lock(&clean).push(c),
+            Outcome::Clean(_) | Outcome::Nothing => {}
+        }
+    };
+    let drain = |b: &(Vec<Entry>, Vec<AtomicBool>)| {
+        let waiting = std::mem::take(&mut *lock(&pending));
+        for live in waiting {
+            process(b, live);
+        }
     };
     let wopts = walk::WalkOptions {
         threads: opts.threads,
         hash: true,
     };
-    walk::walk(root, policy, wopts, &|item| match item {
-        Item::Error(e) => push_err(&errors, e),
-        Item::Entry(live) => {
-            on_entry();
-            live_count.fetch_add(1, Ordering::Relaxed);
-            let base = match baseline.binary_search_by(|b| b.path.as_slice().cmp(&live.path)) {
-                Ok(i) => {
-                    seen[i].store(true, Ordering::Relaxed);
-                    Some(&baseline[i])
-                }
-                Err(_) => None,
-            };
-            match compare(policy, base, Some(*live)) {
-                Outcome::Finding(f) => push(&findings, f),
-                Outcome::Clean(c) if opts.keep_clean => push_clean(&clean, c),
-                Outcome::Clean(_) | Outcome::Nothing => {}
+    let loaded = std::thread::scope(|sc| {
+        let loader = sc.spawn(|| match load() {
+            Ok(b) => {
+                debug_assert!(b.windows(2).all(|w| w[0].path < w[1].path));
+                let seen = b.iter().map(|_| AtomicBool::new(false)).collect();
+                let r = ready.get_or_init(|| (b, seen));
+                loaded_cv.notify_all();
+                drain(r);
+                Ok(())
             }
-        }
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                lock(&pending).clear();
+                loaded_cv.notify_all();
+                Err(e)
+            }
+        });
+        walk::walk(root, policy, wopts, &|item| match item {
+            Item::Error(e) => lock(&errors).push(e),
+            Item::Entry(live) => {
+                on_entry();
+                live_count.fetch_add(1, Ordering::Relaxed);
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                match ready.get() {
+                    Some(b) => process(b, *live),
+                    None => {
+                        let mut waiting = lock(&pending);
+                        // Bounded: past this many, walkers wait for the loader rather than
+                        // buffer the whole tree (memory stays the baseline plus the drift).
+                        while waiting.len() >= PENDING_MAX
+                            && ready.get().is_none()
+                            && !failed.load(Ordering::Relaxed)
+                        {
+                            waiting = loaded_cv
+                                .wait_timeout(waiting, std::time::Duration::from_millis(50))
+                                .map(|(g, _)| g)
+                                .unwrap_or_else(|p| p.into_inner().0);
+                        }
+                        waiting.push(*live);
+                        drop(waiting);
+                        // The loader may have drained just before our push.
+                        if let Some(b) = ready.get() {
+                            drain(b);
+                        }
+                    }
+                }
+            }
+        });
+        loader.join().unwrap_or_else(|_| {
+            Err(crate::error::Error::Integrity(
+                "the baseline loader panicked".into(),
+            ))
+        })
     });
+    loaded?;
+    let Some(b) = ready.get() else {
+        return Err(crate::error::Error::Integrity(
+            "the baseline was not loaded".into(),
+        ));
+    };
+    drain(b);
+    let (baseline, seen) = b;
     let mut findings = findings.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut outside = 0;
-    for (b, s) in baseline.iter().zip(&seen) {
+    for (b, s) in baseline.iter().zip(seen) {
         if s.load(Ordering::Relaxed) {
             continue;
         }
@@ -129,27 +197,19 @@ pub fn check(
         .count() as u64;
     let mut clean = clean.into_inner().unwrap_or_else(|p| p.into_inner());
     clean.sort_by(|a, b| a.path.cmp(&b.path));
-    Report {
+    Ok(Report {
         findings,
         errors: errors.into_inner().unwrap_or_else(|p| p.into_inner()),
         checked: live_count.into_inner() + removed,
         outside_policy: outside,
         clean,
-    }
+    })
 }
 
-fn push_err(m: &Mutex<Vec<WalkError>>, e: WalkError) {
-    match m.lock() {
-        Ok(mut g) => g.push(e),
-        Err(p) => p.into_inner().push(e),
-    }
-}
-
-fn push_clean(m: &Mutex<Vec<Clean>>, c: Clean) {
-    match m.lock() {
-        Ok(mut g) => g.push(c),
-        Err(p) => p.into_inner().push(c),
-    }
+/// Lock, shrugging off poisoning: a panicking walker thread already failed the run, and the
+/// data behind these locks (plain vectors) stays consistent.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The result of comparing one path.

@@ -66,9 +66,11 @@ pub fn hash_file(
         if attempt > 0 {
             file.seek(SeekFrom::Start(0))?;
         }
-        // Read at most one byte past the size `fstat` reported: a file that grows while we
-        // read is caught by the count, and a writer appending forever cannot keep us here.
-        let mut limited = (&mut *file).take(expected.size + 1);
+        // Read exactly the size `fstat` reported, never more: a writer appending forever
+        // cannot keep us here, and any write while we read moves ctime (and usually size),
+        // which the stamp comparison below catches. Not reading to EOF saves a syscall per
+        // file; a short count (truncation) is caught by `read == size`.
+        let mut limited = (&mut *file).take(expected.size);
         let (hashes, read) = if expected.size >= PARALLEL_FROM {
             if buf.len() < PAR_CHUNK {
                 buf.resize(PAR_CHUNK, 0);

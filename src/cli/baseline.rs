@@ -68,69 +68,81 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     let clock = std::time::Instant::now();
     let mut store = Store::create(&a.db, a.force)?;
     let pb = progress(common, "baseline");
-    let (entries, errors) = {
-        let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
-        walk::walk(
-            &root,
-            &policy,
-            WalkOptions {
-                threads: common.threads,
-                hash: true,
-            },
-            &|item| {
-                pb.inc(1);
-                let mut g = out.lock().unwrap_or_else(|p| p.into_inner());
-                match item {
-                    walk::Item::Entry(e) => g.0.push(*e),
-                    walk::Item::Error(e) => g.1.push(e),
-                }
-            },
-        );
-        out.into_inner().unwrap_or_else(|p| p.into_inner())
-    };
-    pb.finish_and_clear();
-    // Path order turns the inserts into B-tree appends.
-    let mut entries = entries;
-    entries.sort_unstable_by(|x, y| x.path.cmp(&y.path));
     let mut names = crate::users::Names::for_root(&root);
-    let write = |store: &mut Store| -> Result<()> {
-        let id = store.add_run(&Run {
-            id: 0,
-            kind: "init".into(),
-            started_at: started.clone(),
-            finished_at: started.clone(),
-            host: hostname(),
-            root: bytes(&root_dir),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            policy_file: policy.file.clone(),
-            policy_digest: policy.digest.clone(),
-            policy_text: policy.text.clone(),
-            reason: None,
-            entries: 0,
-        })?;
-        store.put_entries(id, &entries, &mut names)?;
-        store.finish_run(id, entries.len() as i64, &now())
+    let mut errors = Vec::new();
+    let mut stats = InitStats::new(&policy);
+    // The walk runs on its own threads and streams entries here, where they are inserted
+    // while hashing goes on: the database work overlaps the walk instead of following it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<walk::Item>(4096);
+    let written = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let tx = tx;
+            walk::walk(
+                &root,
+                &policy,
+                WalkOptions {
+                    threads: common.threads,
+                    hash: true,
+                },
+                // A send fails only once the writer gave up; the walk then just finishes.
+                &|item| {
+                    let _ = tx.send(item);
+                },
+            );
+        });
+        let result = store.atomically(|s| {
+            // Owned here, so it is dropped when this closure returns, even on an error: a walk
+            // still sending then finishes instead of blocking on a full channel forever.
+            let rx = rx;
+            let id = s.add_run(&Run {
+                id: 0,
+                kind: "init".into(),
+                started_at: started.clone(),
+                finished_at: started.clone(),
+                host: hostname(),
+                root: bytes(&root_dir),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                policy_file: policy.file.clone(),
+                policy_digest: policy.digest.clone(),
+                policy_text: policy.text.clone(),
+                reason: None,
+                entries: 0,
+            })?;
+            let entries = rx.iter().filter_map(|item| match item {
+                walk::Item::Entry(e) => {
+                    pb.inc(1);
+                    stats.add(&policy, &e);
+                    Some(e)
+                }
+                walk::Item::Error(e) => {
+                    errors.push(e);
+                    None
+                }
+            });
+            let n = s.put_entries(id, entries, &mut names)?;
+            s.finish_run(id, n as i64, &now())?;
+            Ok(n)
+        });
+        result
+    });
+    pb.finish_and_clear();
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            store.abandon();
+            return Err(e);
+        }
     };
-    if let Err(e) = store.atomically(write) {
-        store.abandon();
-        return Err(e);
-    }
     let dest = store.install()?;
-    report_unmatched(&policy, &entries);
+    stats.report_unmatched(&policy);
     for e in &errors {
         eprintln!("kmsentry: error: {e}");
     }
     if !common.quiet {
-        let files = entries.iter().filter(|e| e.ftype == FileType::File).count();
-        let bytes_hashed: u64 = entries
-            .iter()
-            .filter(|e| e.hashes.is_some())
-            .map(|e| e.size)
-            .sum();
         eprintln!(
-            "kmsentry: baseline of {} entries ({files} files, {} hashed) written to {} in {:.2?}{}",
-            entries.len(),
-            human_bytes(bytes_hashed),
+            "kmsentry: baseline of {n} entries ({} files, {} hashed) written to {} in {:.2?}{}",
+            stats.files,
+            human_bytes(stats.bytes_hashed),
             Name(&bytes(&dest)),
             clock.elapsed(),
             if errors.is_empty() {
@@ -150,15 +162,50 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     })
 }
 
-/// Warn about patterns that matched nothing: usually a typo or a host without that software.
-fn report_unmatched(policy: &crate::policy::CompiledPolicy, entries: &[Entry]) {
-    for g in &policy.groups {
-        for p in &g.patterns {
-            if !entries
+/// What `init` reports at the end, gathered as entries stream by.
+struct InitStats {
+    files: u64,
+    bytes_hashed: u64,
+    /// Per group, per pattern: matched anything?
+    matched: Vec<Vec<bool>>,
+}
+
+impl InitStats {
+    fn new(policy: &crate::policy::CompiledPolicy) -> InitStats {
+        InitStats {
+            files: 0,
+            bytes_hashed: 0,
+            matched: policy
+                .groups
                 .iter()
-                .any(|e| e.group == g.name && p.matches(&e.path))
-            {
-                tracing::info!(group = %g.name, "pattern `{}` matched nothing", p.as_str());
+                .map(|g| vec![false; g.patterns.len()])
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, policy: &crate::policy::CompiledPolicy, e: &Entry) {
+        if e.ftype == FileType::File {
+            self.files += 1;
+        }
+        if e.hashes.is_some() {
+            self.bytes_hashed += e.size;
+        }
+        if let Some(gi) = policy.groups.iter().position(|g| g.name == e.group) {
+            for (pi, p) in policy.groups[gi].patterns.iter().enumerate() {
+                if !self.matched[gi][pi] && p.matches(&e.path) {
+                    self.matched[gi][pi] = true;
+                }
+            }
+        }
+    }
+
+    /// Patterns that matched nothing: usually a typo, or a host without that software.
+    fn report_unmatched(&self, policy: &crate::policy::CompiledPolicy) {
+        for (g, flags) in policy.groups.iter().zip(&self.matched) {
+            for (p, hit) in g.patterns.iter().zip(flags) {
+                if !hit {
+                    tracing::info!(group = %g.name, "pattern `{}` matched nothing", p.as_str());
+                }
             }
         }
     }

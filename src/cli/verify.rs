@@ -40,8 +40,9 @@ pub(crate) enum Format {
 pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
     let policy = crate::policy::load(&a.policy)?;
     let root = Root::open(&root_path(&a.root))?;
+    // Open (and so fail fast on a missing or foreign database) here; the full read and the
+    // integrity check run beside the walk.
     let store = Store::open(&a.db, false)?;
-    store.quick_check()?;
     if let Some(last) = store.runs()?.last() {
         if last.policy_digest != policy.digest {
             tracing::warn!(
@@ -51,21 +52,21 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
             );
         }
     }
-    let baseline = store.entries()?;
-    drop(store);
     let pb = progress(common, "verify");
     let report = check(
         &root,
         &policy,
-        &baseline,
+        move || {
+            store.quick_check()?;
+            store.entries()
+        },
         CheckOptions {
             threads: common.threads,
             keep_clean: a.format == Format::Junit,
         },
         &|| pb.inc(1),
-    );
+    )?;
     pb.finish_and_clear();
-    drop(baseline);
     let data = match a.format {
         Format::Human => {
             let mut v = Vec::new();
