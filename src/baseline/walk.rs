@@ -608,6 +608,47 @@ mod tests {
     }
 
     #[test]
+    fn entries_vanishing_mid_walk_are_absent_not_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("kms");
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..600 {
+            std::fs::write(dir.join(format!("f{i:03}")), b"x").unwrap();
+        }
+        let p = policy("version: 1\ngroups:\n  - name: a\n    paths: [/kms]\n");
+        let root = Root::open(t.path()).unwrap();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let errors = std::sync::Mutex::new(Vec::new());
+        let once = std::sync::Once::new();
+        // One thread: the directory is listed, then everything in it is deleted as the first
+        // entry arrives, so the remaining children vanish between `getdents` and `statx`.
+        walk(
+            &root,
+            &p,
+            WalkOptions {
+                threads: 1,
+                hash: true,
+            },
+            &|item| match item {
+                Item::Entry(e) => {
+                    once.call_once(|| {
+                        for i in 0..600 {
+                            let _ = std::fs::remove_file(dir.join(format!("f{i:03}")));
+                        }
+                    });
+                    seen.lock().unwrap().push(e.path.clone());
+                }
+                Item::Error(e) => errors.lock().unwrap().push(e.to_string()),
+            },
+        );
+        let errors = errors.into_inner().unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let seen = seen.into_inner().unwrap();
+        assert!(seen.len() < 600, "nothing vanished: {}", seen.len());
+        assert!(seen.contains(&b"/kms".to_vec()));
+    }
+
+    #[test]
     fn a_deep_tree_and_a_big_directory_are_walked_completely() {
         let t = tempfile::tempdir().unwrap();
         let mut d = t.path().join("deep");
