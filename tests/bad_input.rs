@@ -252,19 +252,14 @@ fn update_accepts_named_paths_only_and_records_the_reason() {
     let env = env_with_baseline();
     env.write("/etc/kms/f1.yaml", b"changed one\n");
     env.write("/etc/kms/f2.yaml", b"changed two\n");
-    let r = env.run(&[
-        OsStr::new("baseline"),
-        OsStr::new("update"),
-        OsStr::new("--policy"),
-        p(&env.path("policy.yaml")),
-        OsStr::new("--db"),
-        p(&env.db()),
-        OsStr::new("--root"),
-        p(&env.root()),
-        OsStr::new("--reason"),
-        OsStr::new("CHG-42 rotate"),
-        OsStr::new("/etc/kms/f1.yaml"),
-    ]);
+    let r = env.cmd(
+        &["baseline", "update"],
+        &[
+            OsStr::new("--reason"),
+            OsStr::new("CHG-42 rotate"),
+            OsStr::new("/etc/kms/f1.yaml"),
+        ],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stderr
@@ -283,30 +278,11 @@ fn update_accepts_named_paths_only_and_records_the_reason() {
         .unwrap();
     assert_eq!((reason.as_str(), n), ("CHG-42 rotate", 1));
     // Accept everything.
-    let r = env.run(&[
-        OsStr::new("baseline"),
-        OsStr::new("update"),
-        OsStr::new("--policy"),
-        p(&env.path("policy.yaml")),
-        OsStr::new("--db"),
-        p(&env.db()),
-        OsStr::new("--root"),
-        p(&env.root()),
-    ]);
+    let r = env.cmd(&["baseline", "update"], &[]);
     assert_eq!(r.code, 0);
     assert_eq!(env.verify("json").code, 0);
     // A path outside the policy is a usage error.
-    let r = env.run(&[
-        OsStr::new("baseline"),
-        OsStr::new("update"),
-        OsStr::new("--policy"),
-        p(&env.path("policy.yaml")),
-        OsStr::new("--db"),
-        p(&env.db()),
-        OsStr::new("--root"),
-        p(&env.root()),
-        OsStr::new("/var/log"),
-    ]);
+    let r = env.cmd(&["baseline", "update"], &[OsStr::new("/var/log")]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
 

@@ -348,16 +348,7 @@ fn names_with_invalid_utf8_newlines_and_escapes_are_escaped_everywhere() {
         "{paths:?}"
     );
     // Baseline them, then the export keeps one line per entry.
-    let r = env.run(&[
-        OsStr::new("baseline"),
-        OsStr::new("update"),
-        OsStr::new("--policy"),
-        p(&env.path("policy.yaml")),
-        OsStr::new("--db"),
-        p(&env.db()),
-        OsStr::new("--root"),
-        p(&env.root()),
-    ]);
+    let r = env.cmd(&["baseline", "update"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let ex = env.export().stdout;
     assert!(
@@ -489,19 +480,15 @@ fn junit_and_sarif_outputs_are_written_atomically_to_output() {
     env.init();
     env.chmod("/etc/kms/keys/client.key", 0o640);
     let out = env.path("report.sarif");
-    let r = env.run(&[
-        OsStr::new("verify"),
-        OsStr::new("--policy"),
-        p(&env.path("policy.yaml")),
-        OsStr::new("--db"),
-        p(&env.db()),
-        OsStr::new("--root"),
-        p(&env.root()),
-        OsStr::new("--format"),
-        OsStr::new("sarif"),
-        OsStr::new("--output"),
-        p(&out),
-    ]);
+    let r = env.cmd(
+        &["verify"],
+        &[
+            OsStr::new("--format"),
+            OsStr::new("sarif"),
+            OsStr::new("--output"),
+            p(&out),
+        ],
+    );
     assert_eq!(r.code, 1);
     assert!(r.stdout.is_empty());
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

@@ -91,9 +91,7 @@ pub fn hash_file(
 
 /// Hash everything `r` yields, returning the hashes and the byte count.
 pub fn hash_stream(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes, u64)> {
-    let mut b3 = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
-    let mut total = 0u64;
+    let mut h = Pair::new();
     loop {
         let n = match r.read(buf) {
             Ok(0) => break,
@@ -101,40 +99,54 @@ pub fn hash_stream(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        b3.update(&buf[..n]);
-        sha.update(&buf[..n]);
-        total += n as u64;
+        h.b3.update(&buf[..n]);
+        h.sha.update(&buf[..n]);
+        h.total += n as u64;
     }
-    Ok((
-        Hashes {
-            blake3: *b3.finalize().as_bytes(),
-            sha256: sha.finalize().into(),
-        },
-        total,
-    ))
+    Ok(h.finish())
+}
+
+/// The two hashers and the byte count, fed in step.
+struct Pair {
+    b3: blake3::Hasher,
+    sha: sha2::Sha256,
+    total: u64,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        Pair {
+            b3: blake3::Hasher::new(),
+            sha: sha2::Sha256::new(),
+            total: 0,
+        }
+    }
+
+    fn finish(self) -> (Hashes, u64) {
+        (
+            Hashes {
+                blake3: *self.b3.finalize().as_bytes(),
+                sha256: self.sha.finalize().into(),
+            },
+            self.total,
+        )
+    }
 }
 
 /// [`hash_stream`] with BLAKE3 and SHA-256 running concurrently over each chunk.
 pub fn hash_stream_parallel(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes, u64)> {
-    let mut b3 = blake3::Hasher::new();
-    let mut sha = sha2::Sha256::new();
-    let mut total = 0u64;
+    let mut h = Pair::new();
     loop {
         let n = match fill(r, buf)? {
             0 => break,
             n => n,
         };
         let chunk = &buf[..n];
+        let (b3, sha) = (&mut h.b3, &mut h.sha);
         rayon::join(|| b3.update(chunk), || sha.update(chunk));
-        total += n as u64;
+        h.total += n as u64;
     }
-    Ok((
-        Hashes {
-            blake3: *b3.finalize().as_bytes(),
-            sha256: sha.finalize().into(),
-        },
-        total,
-    ))
+    Ok(h.finish())
 }
 
 /// Read until `buf` is full or EOF; returns the byte count (0 only at EOF).

@@ -470,14 +470,17 @@ fn entry_from_stat(path: &[u8], st: &rustix::fs::Stat, g: &crate::policy::Group)
     }
 }
 
-/// Walk and collect everything (entries sorted by path bytes, errors in walk order).
+/// Walk and collect everything (entries sorted by path bytes, errors in walk order);
+/// `on_item` is called once per item (progress).
 pub fn collect(
     root: &Root,
     policy: &CompiledPolicy,
     opts: WalkOptions,
+    on_item: &(dyn Fn() + Sync),
 ) -> (Vec<Entry>, Vec<WalkError>) {
     let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
     walk(root, policy, opts, &|item| {
+        on_item();
         let mut g = match out.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -547,6 +550,7 @@ mod tests {
                 threads: 2,
                 hash: true,
             },
+            &|| {},
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
@@ -596,6 +600,7 @@ mod tests {
                 threads: 2,
                 hash: true,
             },
+            &|| {},
         );
         assert!(errors.is_empty());
         assert_eq!(
@@ -673,6 +678,7 @@ mod tests {
                 threads: 2,
                 hash: true,
             },
+            &|| {},
         );
         assert!(errors.is_empty());
         assert_eq!(entries.len(), 41 + 1 + 1 + 1000);

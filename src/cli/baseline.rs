@@ -94,20 +94,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
             // Owned here, so it is dropped when this closure returns, even on an error: a walk
             // still sending then finishes instead of blocking on a full channel forever.
             let rx = rx;
-            let id = s.add_run(&Run {
-                id: 0,
-                kind: "init".into(),
-                started_at: started.clone(),
-                finished_at: started.clone(),
-                host: hostname(),
-                root: bytes(&root_dir),
-                tool_version: env!("CARGO_PKG_VERSION").into(),
-                policy_file: policy.file.clone(),
-                policy_digest: policy.digest.clone(),
-                policy_text: policy.text.clone(),
-                reason: None,
-                entries: 0,
-            })?;
+            let id = s.add_run(&new_run("init", &policy, &root_dir, &started, None))?;
             let entries = rx.iter().filter_map(|item| match item {
                 walk::Item::Entry(e) => {
                     pb.inc(1);
@@ -160,6 +147,30 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     } else {
         ExitCode::Integrity
     })
+}
+
+/// The run record every init and update writes first (entries and finish time follow).
+fn new_run(
+    kind: &str,
+    policy: &crate::policy::CompiledPolicy,
+    root_dir: &std::path::Path,
+    started: &str,
+    reason: Option<String>,
+) -> Run {
+    Run {
+        id: 0,
+        kind: kind.into(),
+        started_at: started.into(),
+        finished_at: started.into(),
+        host: hostname(),
+        root: bytes(root_dir),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        policy_file: policy.file.clone(),
+        policy_digest: policy.digest.clone(),
+        policy_text: policy.text.clone(),
+        reason,
+        entries: 0,
+    }
 }
 
 /// What `init` reports at the end, gathered as entries stream by.
@@ -257,28 +268,15 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
     let baseline = store.entries()?;
     let started = now();
     let pb = progress(common, "update");
-    let (live, errors) = {
-        let out = std::sync::Mutex::new((Vec::new(), Vec::new()));
-        walk::walk(
-            &root,
-            &policy,
-            WalkOptions {
-                threads: common.threads,
-                hash: true,
-            },
-            &|item| {
-                pb.inc(1);
-                let mut g = out.lock().unwrap_or_else(|p| p.into_inner());
-                match item {
-                    walk::Item::Entry(e) => g.0.push(*e),
-                    walk::Item::Error(e) => g.1.push(e),
-                }
-            },
-        );
-        let (mut l, e): (Vec<Entry>, Vec<_>) = out.into_inner().unwrap_or_else(|p| p.into_inner());
-        l.sort_unstable_by(|x, y| x.path.cmp(&y.path));
-        (l, e)
-    };
+    let (live, errors) = walk::collect(
+        &root,
+        &policy,
+        WalkOptions {
+            threads: common.threads,
+            hash: true,
+        },
+        &|| pb.inc(1),
+    );
     pb.finish_and_clear();
     if !errors.is_empty() {
         // An unreadable directory would make everything beneath it look removed; accepting
@@ -367,20 +365,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
     let mut names = crate::users::Names::for_root(&root);
     let n_put = put.len();
     store.atomically(|s| {
-        let id = s.add_run(&Run {
-            id: 0,
-            kind: "update".into(),
-            started_at: started.clone(),
-            finished_at: started.clone(),
-            host: hostname(),
-            root: bytes(&root_dir),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
-            policy_file: policy.file.clone(),
-            policy_digest: policy.digest.clone(),
-            policy_text: policy.text.clone(),
-            reason,
-            entries: 0,
-        })?;
+        let id = s.add_run(&new_run("update", &policy, &root_dir, &started, reason))?;
         s.put_entries(id, put.iter().copied(), &mut names)?;
         s.delete_entries(delete.iter().copied())?;
         s.add_accepted(id, &accepted)?;

@@ -110,35 +110,32 @@ impl TestEnv {
         }
     }
 
+    /// `kmsentry SUB... --policy P --db D --root R EXTRA...` with the env's files.
+    pub fn cmd(&self, sub: &[&str], extra: &[&OsStr]) -> Run {
+        let (policy, db, root) = (self.path("policy.yaml"), self.db(), self.root());
+        let mut args: Vec<&OsStr> = sub.iter().map(OsStr::new).collect();
+        args.extend([
+            OsStr::new("--policy"),
+            policy.as_os_str(),
+            OsStr::new("--db"),
+            db.as_os_str(),
+            OsStr::new("--root"),
+            root.as_os_str(),
+        ]);
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// `baseline init` over the image with the env's policy and db; asserts exit 0.
     pub fn init(&self) -> Run {
-        let r = self.run(&[
-            OsStr::new("baseline"),
-            OsStr::new("init"),
-            OsStr::new("--policy"),
-            self.path("policy.yaml").as_os_str(),
-            OsStr::new("--db"),
-            self.db().as_os_str(),
-            OsStr::new("--root"),
-            self.root().as_os_str(),
-        ]);
+        let r = self.cmd(&["baseline", "init"], &[]);
         assert_eq!(r.code, 0, "init failed: {}", r.stderr);
         r
     }
 
     /// `verify --format FORMAT` over the image.
     pub fn verify(&self, format: &str) -> Run {
-        self.run(&[
-            OsStr::new("verify"),
-            OsStr::new("--policy"),
-            self.path("policy.yaml").as_os_str(),
-            OsStr::new("--db"),
-            self.db().as_os_str(),
-            OsStr::new("--root"),
-            self.root().as_os_str(),
-            OsStr::new("--format"),
-            OsStr::new(format),
-        ])
+        self.cmd(&["verify"], &[OsStr::new("--format"), OsStr::new(format)])
     }
 
     pub fn export(&self) -> Run {
