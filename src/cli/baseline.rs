@@ -10,7 +10,7 @@ use crate::exit::ExitCode;
 use crate::fsroot::Root;
 use crate::policy::compile::is_within;
 use crate::sanitize::Name;
-use crate::store::{Accepted, Run, Store};
+use crate::store::{signing, Accepted, Run, Store};
 use clap::Args;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -29,6 +29,9 @@ pub(crate) struct InitArgs {
     /// Replace an existing database (the old one stays until the new one is complete).
     #[arg(long)]
     force: bool,
+    /// Sign the baseline with this ed25519 key (from `kmsentry key gen`).
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +48,9 @@ pub(crate) struct UpdateArgs {
     /// Why these changes are accepted (kept in the baseline's history).
     #[arg(long)]
     reason: Option<String>,
+    /// Sign the updated baseline with this ed25519 key (a signed baseline must be re-signed).
+    #[arg(long)]
+    sign_key: Option<PathBuf>,
     /// Accept only these host-absolute paths (and what lies beneath them); all when omitted.
     paths: Vec<PathBuf>,
 }
@@ -62,6 +68,12 @@ fn bytes(p: &std::path::Path) -> Vec<u8> {
 
 pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     let policy = crate::policy::load(&a.policy)?;
+    // Load the key before any work, so a bad key fails fast and the walk is not wasted.
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(signing::load_signing_key)
+        .transpose()?;
     let root_dir = root_path(&a.root);
     let root = Root::open(&root_dir)?;
     let started = now();
@@ -108,6 +120,9 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
             });
             let n = s.put_entries(id, entries, &mut names)?;
             s.finish_run(id, n as i64, &now())?;
+            if let Some(k) = &sign_key {
+                signing::sign(s, id, k, &now())?;
+            }
             Ok(n)
         });
         result
@@ -263,8 +278,18 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         }
         filters.push(b);
     }
+    let sign_key = a
+        .sign_key
+        .as_deref()
+        .map(signing::load_signing_key)
+        .transpose()?;
     let mut store = Store::open(&a.db, true)?;
     store.quick_check()?;
+    if sign_key.is_none() && store.is_signed()? {
+        tracing::warn!(
+            "this baseline is signed: an update without --sign-key invalidates the signature, and `verify --verify-key` will refuse the baseline until it is signed again"
+        );
+    }
     let baseline = store.entries()?;
     let started = now();
     let pb = progress(common, "update");
@@ -369,7 +394,11 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         s.put_entries(id, put.iter().copied(), &mut names)?;
         s.delete_entries(delete.iter().copied())?;
         s.add_accepted(id, &accepted)?;
-        s.finish_run(id, n_put as i64, &now())
+        s.finish_run(id, n_put as i64, &now())?;
+        if let Some(k) = &sign_key {
+            signing::sign(s, id, k, &now())?;
+        }
+        Ok(())
     })?;
     if !common.quiet {
         for acc in &accepted {

@@ -2,6 +2,7 @@
 //! module turns library results into output and an [`ExitCode`].
 
 mod baseline;
+mod key;
 mod policy;
 mod verify;
 
@@ -58,6 +59,15 @@ enum Command {
     /// Validate policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Manage the ed25519 keys that sign baselines.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCmd {
+    /// Create a signing key K (0600) and its public key K.pub.
+    Gen(key::GenArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +130,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Baseline(BaselineCmd::Export(a)) => baseline::export(&a),
         Command::Verify(a) => verify::verify(&a, common),
         Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
+        Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
     }
 }
 

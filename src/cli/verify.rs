@@ -27,6 +27,10 @@ pub(crate) struct VerifyArgs {
     /// Write the report to this file (atomically) instead of stdout.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Refuse a baseline not signed by this ed25519 public key (`K.pub` from `key gen`):
+    /// an edited, deleted or swapped row exits 3.
+    #[arg(long)]
+    verify_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -39,6 +43,11 @@ pub(crate) enum Format {
 
 pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
     let policy = crate::policy::load(&a.policy)?;
+    let verify_key = a
+        .verify_key
+        .as_deref()
+        .map(crate::store::signing::load_verifying_key)
+        .transpose()?;
     let root = Root::open(&root_path(&a.root))?;
     // Open (and so fail fast on a missing or foreign database) here; the full read and the
     // integrity check run beside the walk.
@@ -58,6 +67,9 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         &policy,
         move || {
             store.quick_check()?;
+            if let Some(k) = &verify_key {
+                crate::store::signing::check(&store, k)?;
+            }
             store.entries()
         },
         CheckOptions {

@@ -9,6 +9,8 @@
 //! and renames it over only once complete, so a failed or interrupted init loses nothing.
 //! Every error here maps to exit status 3.
 
+pub mod signing;
+
 use crate::baseline::{Entry, FileType, Hashes, Problem, Xattr};
 use crate::error::{Error, Result};
 use crate::policy::Class;
@@ -17,7 +19,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Embedded migrations, in order; index + 1 is the schema version each produces.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_signatures.sql"),
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -62,7 +67,7 @@ fn bytes(p: &Path) -> Vec<u8> {
 }
 
 impl Store {
-    fn db_err(&self, what: &str, e: rusqlite::Error) -> Error {
+    pub(crate) fn db_err(&self, what: &str, e: rusqlite::Error) -> Error {
         Error::Db {
             path: bytes(self.install_to.as_deref().unwrap_or(&self.path)),
             what: what.to_string(),
@@ -231,6 +236,9 @@ impl Store {
                 "not a kmsentry baseline (no schema version); expected a database made by `kmsentry baseline init`".into(),
             ));
         }
+        // The tables this version must have come first: a foreign database that happens to
+        // carry a small user_version must read as foreign, not as "older".
+        self.require_tables(v, &path)?;
         if v < SCHEMA_VERSION {
             if !write {
                 return Err(schema_err(format!(
@@ -238,8 +246,18 @@ impl Store {
                 )));
             }
             self.migrate()?;
+            self.require_tables(SCHEMA_VERSION, &path)?;
         }
-        for table in ["runs", "entries", "xattrs", "accepted"] {
+        Ok(())
+    }
+
+    fn require_tables(&self, version: i64, path: &[u8]) -> Result<()> {
+        const BY_VERSION: [&[&str]; 2] =
+            [&["runs", "entries", "xattrs", "accepted"], &["signatures"]];
+        let wanted = BY_VERSION
+            .iter()
+            .take(version.clamp(0, SCHEMA_VERSION) as usize);
+        for table in wanted.flat_map(|t| t.iter()) {
             let found: Option<String> = self
                 .conn
                 .query_row(
@@ -250,9 +268,10 @@ impl Store {
                 .optional()
                 .map_err(|e| self.db_err("read schema", e))?;
             if found.is_none() {
-                return Err(schema_err(format!(
-                    "not a kmsentry baseline: table `{table}` is missing"
-                )));
+                return Err(Error::DbSchema {
+                    path: path.to_vec(),
+                    what: format!("not a kmsentry baseline: table `{table}` is missing"),
+                });
             }
         }
         Ok(())
@@ -571,6 +590,13 @@ impl Store {
             .map_err(|e| self.db_err("read entry", e))
     }
 
+    /// Whether any signature was ever recorded.
+    pub fn is_signed(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM signatures)", [], |r| r.get(0))
+            .map_err(|e| self.db_err("read signatures", e))
+    }
+
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<Run>> {
         let err = |e| self.db_err("read runs", e);
@@ -763,7 +789,7 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> std::result::Result<Entry, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample(path: &[u8]) -> Entry {
@@ -803,7 +829,7 @@ mod tests {
         }
     }
 
-    fn run() -> Run {
+    pub(crate) fn run() -> Run {
         Run {
             id: 0,
             kind: "init".into(),
@@ -891,6 +917,23 @@ mod tests {
         let e = Store::open(&newer, false).err().unwrap();
         assert!(e.to_string().contains("newer than this kmsentry"), "{e}");
         assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity);
+    }
+
+    #[test]
+    fn a_version_1_baseline_is_refused_read_only_and_upgraded_by_a_writer() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("v1.db");
+        let c = Connection::open(&p).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute_batch("PRAGMA user_version = 1;").unwrap();
+        drop(c);
+        let e = Store::open(&p, false).err().unwrap();
+        assert!(e.to_string().contains("older than"), "{e}");
+        let s = Store::open(&p, true).unwrap();
+        assert_eq!(s.user_version().unwrap(), SCHEMA_VERSION);
+        assert!(!s.is_signed().unwrap());
+        drop(s);
+        Store::open(&p, false).unwrap();
     }
 
     #[test]

@@ -47,6 +47,15 @@ CREATE TABLE runs (
     reason        TEXT,
     entries       INTEGER NOT NULL
 );
+CREATE TABLE signatures (
+    id         INTEGER PRIMARY KEY,
+    run_id     INTEGER NOT NULL REFERENCES runs (id),
+    algorithm  TEXT    NOT NULL CHECK (algorithm = 'ed25519'),
+    public_key BLOB    NOT NULL,
+    digest     BLOB    NOT NULL,
+    signature  BLOB    NOT NULL,
+    signed_at  TEXT    NOT NULL
+);
 CREATE TABLE xattrs (
     path  BLOB NOT NULL REFERENCES entries (path) ON DELETE CASCADE,
     name  BLOB NOT NULL,

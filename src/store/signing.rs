@@ -1,0 +1,310 @@
+//! Tamper evidence for the baseline: ed25519 keys, a canonical digest of the database, and
+//! the signature row that binds them.
+//!
+//! The digest is BLAKE3 (derive-key mode, context `kmsentry baseline digest v1`) over every
+//! row of `entries`, `xattrs`, `runs` and `accepted` in a fixed order, each value
+//! length-prefixed with its SQLite type, plus the schema version. Any edited, inserted or
+//! deleted row changes it. The signing key lives outside the database (`key gen` writes it
+//! 0600); hosts hold only the public key, so whoever can write the database but not the key
+//! cannot produce a baseline that verifies.
+//!
+//! Must not: accept an unsigned database when a verify key is given, or trust the public key
+//! stored beside the signature (it is only used to say which key signed).
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::sanitize::Name;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use rusqlite::types::ValueRef;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+const CONTEXT: &str = "kmsentry baseline digest v1";
+/// What is signed: a domain tag and the digest, so the signature means nothing elsewhere.
+const DOMAIN: &[u8] = b"kmsentry-baseline-signature-v1\0";
+
+const TABLES: [(&str, &str); 4] = [
+    ("entries", "SELECT * FROM entries ORDER BY path"),
+    ("xattrs", "SELECT * FROM xattrs ORDER BY path, name"),
+    ("runs", "SELECT * FROM runs ORDER BY id"),
+    (
+        "accepted",
+        "SELECT * FROM accepted ORDER BY run_id, path, rowid",
+    ),
+];
+
+/// The canonical digest of everything the baseline records.
+pub fn digest(store: &Store) -> Result<[u8; 32]> {
+    let err = |e| store.db_err("compute digest", e);
+    let mut h = blake3::Hasher::new_derive_key(CONTEXT);
+    let version: i64 = store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    h.update(&version.to_le_bytes());
+    for (table, sql) in TABLES {
+        h.update(&[0xff]);
+        h.update(table.as_bytes());
+        let mut st = store.conn.prepare(sql).map_err(err)?;
+        let ncol = st.column_count();
+        let mut rows = st.query([]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            h.update(&[0xfe]);
+            for i in 0..ncol {
+                match row.get_ref(i).map_err(err)? {
+                    ValueRef::Null => {
+                        h.update(&[0]);
+                    }
+                    ValueRef::Integer(v) => {
+                        h.update(&[1]);
+                        h.update(&v.to_le_bytes());
+                    }
+                    ValueRef::Real(v) => {
+                        h.update(&[2]);
+                        h.update(&v.to_le_bytes());
+                    }
+                    ValueRef::Text(t) => {
+                        h.update(&[3]);
+                        h.update(&(t.len() as u64).to_le_bytes());
+                        h.update(t);
+                    }
+                    ValueRef::Blob(b) => {
+                        h.update(&[4]);
+                        h.update(&(b.len() as u64).to_le_bytes());
+                        h.update(b);
+                    }
+                }
+            }
+        }
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Sign the database as it stands, attributing the signature to `run_id`.
+pub fn sign(store: &mut Store, run_id: i64, key: &SigningKey, now: &str) -> Result<()> {
+    let d = digest(store)?;
+    let sig = key.sign(&message(&d));
+    store
+        .conn
+        .execute(
+            "INSERT INTO signatures (run_id, algorithm, public_key, digest, signature, signed_at)
+             VALUES (?1, 'ed25519', ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                run_id,
+                key.verifying_key().as_bytes().to_vec(),
+                d.to_vec(),
+                sig.to_bytes().to_vec(),
+                now
+            ],
+        )
+        .map_err(|e| store.db_err("record signature", e))?;
+    Ok(())
+}
+
+fn message(d: &[u8; 32]) -> Vec<u8> {
+    let mut m = DOMAIN.to_vec();
+    m.extend_from_slice(d);
+    m
+}
+
+/// Check the newest signature against `key` and the database's current digest.
+pub fn check(store: &Store, key: &VerifyingKey) -> Result<()> {
+    let path = store.path.as_os_str().as_bytes().to_vec();
+    let fail = |what: String| Error::Integrity(format!("{}: {what}", Name(&path)));
+    let row: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = store
+        .conn
+        .query_row(
+            "SELECT public_key, digest, signature FROM signatures ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map(Some)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })
+        .map_err(|e| store.db_err("read signature", e))?;
+    let Some((signer, _stored_digest, sig)) = row else {
+        return Err(fail(
+            "the baseline is not signed, but a verify key was given (sign it with `baseline init --sign-key`)".into(),
+        ));
+    };
+    if signer.as_slice() != key.as_bytes() {
+        return Err(fail(format!(
+            "the baseline was signed by another key ({}), not the verify key ({})",
+            key_id(&signer),
+            key_id(key.as_bytes())
+        )));
+    }
+    let sig = ed25519_dalek::Signature::from_slice(&sig)
+        .map_err(|_| fail("the stored signature is malformed".into()))?;
+    let d = digest(store)?;
+    key.verify(&message(&d), &sig).map_err(|_| {
+        fail(
+            "the baseline signature does not verify: the database was changed after it was signed"
+                .into(),
+        )
+    })
+}
+
+/// A short, stable name for a public key: the first 16 hex digits of its BLAKE3.
+pub fn key_id(public: &[u8]) -> String {
+    blake3::hash(public).to_hex()[..16].to_string()
+}
+
+/// Generate a new signing key.
+pub fn generate() -> Result<SigningKey> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut())
+        .map_err(|e| Error::Integrity(format!("no randomness for a new key: {e}")))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Write `key` to `out` (PKCS#8 PEM, 0600) and its public key to `out.pub` (SPKI PEM, 0644).
+pub fn write_keypair(key: &SigningKey, out: &Path) -> Result<std::path::PathBuf> {
+    let name = out.as_os_str().as_bytes();
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| Error::Integrity(format!("{}: encode key: {e}", Name(name))))?;
+    crate::atomic::write_file(out, pem.as_bytes(), 0o600)?;
+    let mut pub_path = out.as_os_str().to_owned();
+    pub_path.push(".pub");
+    let pub_path = std::path::PathBuf::from(pub_path);
+    let pub_pem = key
+        .verifying_key()
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| Error::Integrity(format!("{}: encode public key: {e}", Name(name))))?;
+    crate::atomic::write_file(&pub_path, pub_pem.as_bytes(), 0o644)?;
+    Ok(pub_path)
+}
+
+fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    let name = path.as_os_str().as_bytes();
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read key", name, e))?;
+    String::from_utf8(bytes)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|_| Error::Usage(format!("{}: not a PEM key file", Name(name))))
+}
+
+/// Load a signing key written by [`write_keypair`] (or any ed25519 PKCS#8 PEM). Warns when
+/// the file is readable by others.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.as_os_str().as_bytes();
+    if let Ok(m) = std::fs::metadata(path) {
+        if m.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "{}: signing key is readable or writable by group or others",
+                Name(name)
+            );
+        }
+    }
+    let text = read_key_file(path)?;
+    SigningKey::from_pkcs8_pem(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not an ed25519 private key in PKCS#8 PEM ({e}); create one with `kmsentry key gen`",
+            Name(name)
+        ))
+    })
+}
+
+/// Load a public key (`K.pub`, SPKI PEM).
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey> {
+    let name = path.as_os_str().as_bytes();
+    let text = read_key_file(path)?;
+    VerifyingKey::from_public_key_pem(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not an ed25519 public key in PEM ({e}); expected the `.pub` file from `kmsentry key gen`",
+            Name(name)
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::{run, sample};
+
+    fn signed_store() -> (Store, SigningKey) {
+        let mut s = Store::open_in_memory().unwrap();
+        let id = s.add_run(&run()).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let mut names =
+            crate::users::Names::for_root(&crate::fsroot::Root::open(t.path()).unwrap());
+        s.put_entries(id, [sample(b"/a"), sample(b"/b")], &mut names)
+            .unwrap();
+        let k = generate().unwrap();
+        sign(&mut s, id, &k, "now").unwrap();
+        (s, k)
+    }
+
+    #[test]
+    fn a_signed_baseline_verifies_with_its_key() {
+        let (s, k) = signed_store();
+        check(&s, &k.verifying_key()).unwrap();
+    }
+
+    #[test]
+    fn any_edited_inserted_or_deleted_row_breaks_the_signature() {
+        let edits = [
+            "UPDATE entries SET mode = 420 WHERE path = CAST('/a' AS BLOB)",
+            "DELETE FROM entries WHERE path = CAST('/b' AS BLOB)",
+            "UPDATE xattrs SET value = x'00' WHERE path = CAST('/a' AS BLOB)",
+            "UPDATE runs SET host = 'elsewhere'",
+            "INSERT INTO accepted (run_id, path, status, changes) VALUES (1, x'2f63', 'added', '')",
+        ];
+        for sql in edits {
+            let (s, k) = signed_store();
+            s.conn.execute_batch(sql).unwrap();
+            let e = check(&s, &k.verifying_key()).unwrap_err();
+            assert!(
+                e.to_string().contains("changed after it was signed"),
+                "{sql}: {e}"
+            );
+            assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity);
+        }
+    }
+
+    #[test]
+    fn another_key_or_no_signature_is_refused() {
+        let (s, _) = signed_store();
+        let other = generate().unwrap();
+        let e = check(&s, &other.verifying_key()).unwrap_err();
+        assert!(e.to_string().contains("signed by another key"), "{e}");
+        let unsigned = Store::open_in_memory().unwrap();
+        let e = check(&unsigned, &other.verifying_key()).unwrap_err();
+        assert!(e.to_string().contains("not signed"), "{e}");
+    }
+
+    #[test]
+    fn keys_round_trip_through_pem_files_with_safe_modes() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let k = generate().unwrap();
+        let pubp = write_keypair(&k, &t.path().join("k")).unwrap();
+        assert_eq!(
+            std::fs::metadata(t.path().join("k"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        assert_eq!(
+            load_signing_key(&t.path().join("k")).unwrap().to_bytes(),
+            k.to_bytes()
+        );
+        assert_eq!(load_verifying_key(&pubp).unwrap(), k.verifying_key());
+        assert!(std::fs::read_to_string(&pubp)
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----"));
+        std::fs::write(t.path().join("junk"), "nope").unwrap();
+        assert_eq!(
+            load_verifying_key(&t.path().join("junk"))
+                .unwrap_err()
+                .exit_code(),
+            crate::exit::ExitCode::Usage
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Signed baselines: `key gen`, `--sign-key`, `--verify-key`; any tampering exits 3.
+
+mod util;
+use std::ffi::OsStr;
+use util::*;
+
+fn signed_env() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new();
+    env.policy(
+        "version: 1\ngroups:\n  - name: keys\n    class: private-key\n    paths: [/etc/kms]\n",
+    );
+    env.write("/etc/kms/client.key", b"k1");
+    env.write("/etc/kms/ca.pem", b"c1");
+    let key = env.path("signing.key");
+    let r = env.run(&[
+        OsStr::new("key"),
+        OsStr::new("gen"),
+        OsStr::new("--out"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.cmd(
+        &["baseline", "init"],
+        &[OsStr::new("--sign-key"), key.as_os_str()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    (env, key)
+}
+
+fn verify_with(env: &TestEnv, pubkey: &std::path::Path) -> Run {
+    env.cmd(
+        &["verify"],
+        &[
+            OsStr::new("--format"),
+            OsStr::new("json"),
+            OsStr::new("--verify-key"),
+            pubkey.as_os_str(),
+        ],
+    )
+}
+
+fn pub_of(key: &std::path::Path) -> std::path::PathBuf {
+    let mut p = key.as_os_str().to_owned();
+    p.push(".pub");
+    p.into()
+}
+
+#[test]
+fn a_signed_baseline_verifies_and_key_gen_refuses_to_overwrite() {
+    let (env, key) = signed_env();
+    assert_eq!(verify_with(&env, &pub_of(&key)).code, 0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let r = env.run(&[
+        OsStr::new("key"),
+        OsStr::new("gen"),
+        OsStr::new("--out"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("a key already exists"), "{}", r.stderr);
+}
+
+#[test]
+fn a_row_edited_with_sqlite_exits_3() {
+    let (env, key) = signed_env();
+    // The attacker makes the baseline agree with a tampered key file.
+    env.write("/etc/kms/client.key", b"ev");
+    let h = blake3::hash(b"ev");
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    c.execute(
+        "UPDATE entries SET blake3 = ?1 WHERE path = CAST('/etc/kms/client.key' AS BLOB)",
+        [h.as_bytes().to_vec()],
+    )
+    .unwrap();
+    drop(c);
+    // Without the key the edit passes for clean content (that is what signing is for)...
+    assert_eq!(env.verify("json").code, 0);
+    // ...with it, the baseline is refused.
+    let r = verify_with(&env, &pub_of(&key));
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("changed after it was signed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_deleted_row_and_a_swapped_database_exit_3() {
+    let (env, key) = signed_env();
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    c.execute(
+        "DELETE FROM entries WHERE path = CAST('/etc/kms/ca.pem' AS BLOB)",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    assert_eq!(verify_with(&env, &pub_of(&key)).code, 3);
+    // A database signed with another key (or not at all) is refused too.
+    let (other, _) = signed_env();
+    std::fs::copy(other.db(), env.db()).unwrap();
+    let r = verify_with(&env, &pub_of(&key));
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("signed by another key"), "{}", r.stderr);
+    let plain = TestEnv::new();
+    plain.policy("version: 1\ngroups:\n  - name: keys\n    paths: [/etc/kms]\n");
+    plain.write("/etc/kms/x", b"x");
+    plain.init();
+    let r = verify_with(&plain, &pub_of(&key));
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("not signed"), "{}", r.stderr);
+}
+
+#[test]
+fn an_update_must_be_re_signed() {
+    let (env, key) = signed_env();
+    env.write("/etc/kms/ca.pem", b"c2");
+    let r = env.cmd(&["baseline", "update"], &[]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr.contains("invalidates the signature"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(verify_with(&env, &pub_of(&key)).code, 3);
+    let r = env.cmd(
+        &["baseline", "update"],
+        &[OsStr::new("--sign-key"), key.as_os_str()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(verify_with(&env, &pub_of(&key)).code, 0);
+}
+
+#[test]
+fn a_bad_key_file_is_a_usage_error_before_any_work() {
+    let env = TestEnv::new();
+    env.policy("version: 1\ngroups:\n  - name: keys\n    paths: [/etc/kms]\n");
+    std::fs::write(env.path("bad.key"), "not a key").unwrap();
+    let r = env.cmd(
+        &["baseline", "init"],
+        &[OsStr::new("--sign-key"), env.path("bad.key").as_os_str()],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("bad.key: not an ed25519 private key"),
+        "{}",
+        r.stderr
+    );
+    assert!(!env.db().exists());
+}
