@@ -67,10 +67,14 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         &policy,
         move || {
             store.quick_check()?;
-            if let Some(k) = &verify_key {
-                crate::store::signing::check(&store, k)?;
+            match &verify_key {
+                Some(k) => {
+                    let (entries, digest) = store.entries_with_digest()?;
+                    crate::store::signing::check_digest(&store, k, &digest)?;
+                    Ok(entries)
+                }
+                None => store.entries(),
             }
-            store.entries()
         },
         CheckOptions {
             threads: common.threads,

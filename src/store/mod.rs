@@ -24,6 +24,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_signatures.sql"),
 ];
 
+/// Every column of `entries`, in table order: what is loaded, and what the signature digest
+/// covers (a test checks it against the schema).
+const ENTRY_COLUMNS: &str =
+    "path, type, mode, uid, gid, owner_name, group_name, size, blake3, sha256, \
+     link_target, rdev_major, rdev_minor, acl_access, acl_default, dev, ino, nlink, mtime_ns, \
+     ctime_ns, policy_group, class, problem, run_id";
+
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -493,15 +500,51 @@ impl Store {
     }
 
     /// Stream every entry, sorted by raw path bytes, without holding them all.
-    pub fn for_each_entry(&self, mut f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+    pub fn for_each_entry(&self, f: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        self.scan(f, None)
+    }
+
+    /// Every entry (sorted by path bytes) and the signature digest of the database, in one
+    /// pass over the rows: checking a signature then costs no second read of the baseline.
+    pub fn entries_with_digest(&self) -> Result<(Vec<Entry>, [u8; 32])> {
+        let mut out = Vec::with_capacity(self.count_entries()?);
+        let mut hx = (blake3::Hasher::new(), blake3::Hasher::new());
+        self.scan(
+            |e| {
+                out.push(e);
+                Ok(())
+            },
+            Some(&mut hx),
+        )?;
+        let d = signing::combine(
+            self,
+            *hx.0.finalize().as_bytes(),
+            *hx.1.finalize().as_bytes(),
+        )?;
+        Ok((out, d))
+    }
+
+    fn count_entries(&self) -> Result<usize> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+            .map_err(|e| self.db_err("read entries", e))?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Stream entries; with `hashers`, also feed the rows of `entries` and `xattrs` to them in
+    /// the digest's canonical encoding.
+    fn scan(
+        &self,
+        mut f: impl FnMut(Entry) -> Result<()>,
+        mut hashers: Option<&mut (blake3::Hasher, blake3::Hasher)>,
+    ) -> Result<()> {
         let err = |e| self.db_err("read entries", e);
         let mut st = self
             .conn
-            .prepare(
-                "SELECT path, type, mode, uid, gid, size, blake3, sha256, link_target, rdev_major, rdev_minor,
-                        acl_access, acl_default, dev, ino, nlink, mtime_ns, ctime_ns, policy_group, class, problem
-                 FROM entries ORDER BY path",
-            )
+            .prepare(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY path"
+            ))
             .map_err(err)?;
         let mut xs = self
             .conn
@@ -511,6 +554,9 @@ impl Store {
         let mut pending: Option<(Vec<u8>, Xattr)> = None;
         let mut rows = st.query([]).map_err(err)?;
         while let Some(r) = rows.next().map_err(err)? {
+            if let Some(h) = hashers.as_deref_mut() {
+                signing::hash_row(&mut h.0, r).map_err(err)?;
+            }
             let mut e = row_to_entry(r).map_err(|m| Error::DbSchema {
                 path: bytes(&self.path),
                 what: m,
@@ -519,13 +565,18 @@ impl Store {
             loop {
                 if pending.is_none() {
                     pending = match xrows.next().map_err(err)? {
-                        Some(x) => Some((
-                            x.get(0).map_err(err)?,
-                            Xattr {
-                                name: x.get(1).map_err(err)?,
-                                value: x.get(2).map_err(err)?,
-                            },
-                        )),
+                        Some(x) => {
+                            if let Some(h) = hashers.as_deref_mut() {
+                                signing::hash_row(&mut h.1, x).map_err(err)?;
+                            }
+                            Some((
+                                x.get(0).map_err(err)?,
+                                Xattr {
+                                    name: x.get(1).map_err(err)?,
+                                    value: x.get(2).map_err(err)?,
+                                },
+                            ))
+                        }
                         None => None,
                     };
                 }
@@ -541,6 +592,12 @@ impl Store {
             }
             f(e)?;
         }
+        // xattr rows past the last entry (orphans) are part of the database too.
+        if let Some(h) = hashers {
+            while let Some(x) = xrows.next().map_err(err)? {
+                signing::hash_row(&mut h.1, x).map_err(err)?;
+            }
+        }
         Ok(())
     }
 
@@ -549,11 +606,9 @@ impl Store {
         let err = |e| self.db_err("read entry", e);
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT path, type, mode, uid, gid, size, blake3, sha256, link_target, rdev_major, rdev_minor,
-                        acl_access, acl_default, dev, ino, nlink, mtime_ns, ctime_ns, policy_group, class, problem
-                 FROM entries WHERE path = ?1",
-            )
+            .prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE path = ?1"
+            ))
             .map_err(err)?;
         let mut rows = st.query([path]).map_err(err)?;
         let Some(r) = rows.next().map_err(err)? else {
@@ -752,36 +807,36 @@ fn row_to_entry(r: &rusqlite::Row<'_>) -> std::result::Result<Entry, String> {
     let path: Vec<u8> = r.get(0).map_err(g)?;
     let ty: String = r.get(1).map_err(g)?;
     let ftype = FileType::parse(&ty).ok_or_else(|| format!("corrupt row: unknown type `{ty}`"))?;
-    let b3 = hash32(r.get(6).map_err(g)?, "blake3")?;
-    let sha = hash32(r.get(7).map_err(g)?, "sha256")?;
+    let b3 = hash32(r.get(8).map_err(g)?, "blake3")?;
+    let sha = hash32(r.get(9).map_err(g)?, "sha256")?;
     let hashes = match (b3, sha) {
         (Some(blake3), Some(sha256)) => Some(Hashes { blake3, sha256 }),
         (None, None) => None,
         _ => return Err("corrupt row: one hash without the other".into()),
     };
-    let rmaj: Option<u32> = r.get(9).map_err(g)?;
-    let rmin: Option<u32> = r.get(10).map_err(g)?;
-    let class: String = r.get(19).map_err(g)?;
-    let problem: Option<String> = r.get(20).map_err(g)?;
+    let rmaj: Option<u32> = r.get(11).map_err(g)?;
+    let rmin: Option<u32> = r.get(12).map_err(g)?;
+    let class: String = r.get(21).map_err(g)?;
+    let problem: Option<String> = r.get(22).map_err(g)?;
     Ok(Entry {
         path,
         ftype,
         mode: r.get(2).map_err(g)?,
         uid: r.get(3).map_err(g)?,
         gid: r.get(4).map_err(g)?,
-        size: r.get::<_, i64>(5).map_err(g)? as u64,
+        size: r.get::<_, i64>(7).map_err(g)? as u64,
         hashes,
-        link_target: r.get(8).map_err(g)?,
+        link_target: r.get(10).map_err(g)?,
         rdev: rmaj.zip(rmin),
-        acl_access: r.get(11).map_err(g)?,
-        acl_default: r.get(12).map_err(g)?,
+        acl_access: r.get(13).map_err(g)?,
+        acl_default: r.get(14).map_err(g)?,
         xattrs: Vec::new(),
-        dev: r.get::<_, i64>(13).map_err(g)? as u64,
-        ino: r.get::<_, i64>(14).map_err(g)? as u64,
-        nlink: r.get::<_, i64>(15).map_err(g)? as u64,
-        mtime_ns: r.get(16).map_err(g)?,
-        ctime_ns: r.get(17).map_err(g)?,
-        group: r.get(18).map_err(g)?,
+        dev: r.get::<_, i64>(15).map_err(g)? as u64,
+        ino: r.get::<_, i64>(16).map_err(g)? as u64,
+        nlink: r.get::<_, i64>(17).map_err(g)? as u64,
+        mtime_ns: r.get(18).map_err(g)?,
+        ctime_ns: r.get(19).map_err(g)?,
+        group: r.get(20).map_err(g)?,
         class: Class::parse(&class)
             .ok_or_else(|| format!("corrupt row: unknown class `{class}`"))?,
         problem: problem.as_deref().map(parse_problem),
