@@ -32,6 +32,7 @@
 pub mod atomic;
 pub mod baseline;
 pub mod cli;
+pub mod credential;
 pub mod error;
 pub mod exit;
 pub mod fsroot;

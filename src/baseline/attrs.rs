@@ -113,7 +113,7 @@ pub fn acl_text(v: &[u8]) -> String {
     const MASK: u16 = 0x10;
     const OTHER: u16 = 0x20;
     let raw = || format!("raw:{}", hex::encode(v));
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 || v[..4] != [2, 0, 0, 0] {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) || v[..4] != [2, 0, 0, 0] {
         return raw();
     }
     let mut parts = Vec::new();
