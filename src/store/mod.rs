@@ -487,11 +487,7 @@ impl Store {
     pub fn entries(&self) -> Result<Vec<Entry>> {
         // Sized up front: growing by doubling would briefly hold the old and the new buffer,
         // half again the baseline's memory at 100k entries.
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
-            .map_err(|e| self.db_err("read entries", e))?;
-        let mut out = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        let mut out = Vec::with_capacity(self.count_entries()?);
         self.for_each_entry(|e| {
             out.push(e);
             Ok(())
@@ -630,19 +626,6 @@ impl Store {
             });
         }
         Ok(Some(e))
-    }
-
-    /// Owner and group names recorded for `path`.
-    pub fn names_of(&self, path: &[u8]) -> Result<(Option<String>, Option<String>)> {
-        self.conn
-            .query_row(
-                "SELECT owner_name, group_name FROM entries WHERE path = ?1",
-                [path],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map(Option::unwrap_or_default)
-            .map_err(|e| self.db_err("read entry", e))
     }
 
     /// Whether any signature was ever recorded.
