@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+pub mod alert;
 pub mod atomic;
 pub mod baseline;
 pub mod cli;
@@ -37,7 +38,10 @@ pub mod error;
 pub mod exit;
 pub mod fsroot;
 pub mod policy;
+pub mod proc;
 pub mod report;
+pub mod restore;
 pub mod sanitize;
 pub mod store;
 pub mod users;
+pub mod watch;

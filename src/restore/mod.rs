@@ -1,0 +1,1 @@
+//! Put tampered files back from the trusted store: plan, then apply.

@@ -1,0 +1,1 @@
+//! Kernel access denials from the audit subsystem (netlink).

@@ -1,0 +1,3 @@
+//! `kmsentry watch`: the daemon. fanotify groups, kernel audit, event loop.
+
+pub mod audit;
