@@ -34,6 +34,7 @@ pub mod atomic;
 pub mod baseline;
 pub mod cli;
 pub mod credential;
+pub mod decide;
 pub mod error;
 pub mod exit;
 pub mod fsroot;

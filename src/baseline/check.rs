@@ -262,13 +262,7 @@ pub fn compare(policy: &CompiledPolicy, base: Option<&Entry>, live: Option<Entry
                     group: l.group,
                 });
             }
-            // Whatever the class, a newly set setuid/setgid bit or a newly world-writable entry
-            // is how privilege escalation and tampering start.
-            let gained = l.mode & !b.mode;
-            let mut sev = severity(l.class, Status::Changed, &changes);
-            if changes.contains(&crate::policy::Attr::Mode) && gained & 0o6002 != 0 {
-                sev = sev.max(super::diff::Severity::High);
-            }
+            let sev = super::diff::change_severity(l.class, b, &l, &changes);
             Outcome::Finding(Finding {
                 path: l.path.clone(),
                 status: Status::Changed,

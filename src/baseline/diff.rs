@@ -108,6 +108,19 @@ fn content_differs(base: &Entry, live: &Entry) -> bool {
 /// Severity by class and what happened: a private key's content, mode, owner or ACL change
 /// is critical; a provider binary's content or capabilities too; a CA added to a trust store
 /// is high; generic files are low to medium.
+/// [`severity`] of a change from `base` to `live`, raised to at least high when, whatever
+/// the class, a setuid/setgid bit was newly set or the entry became world-writable: that is
+/// how privilege escalation and tampering start.
+pub fn change_severity(class: Class, base: &Entry, live: &Entry, changes: &[Attr]) -> Severity {
+    let gained = live.mode & !base.mode;
+    let sev = severity(class, Status::Changed, changes);
+    if changes.contains(&Attr::Mode) && gained & 0o6002 != 0 {
+        sev.max(Severity::High)
+    } else {
+        sev
+    }
+}
+
 pub fn severity(class: Class, status: Status, changes: &[Attr]) -> Severity {
     use Attr::*;
     use Severity::*;

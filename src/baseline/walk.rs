@@ -248,29 +248,44 @@ fn visit_child<'s>(
         }
         return;
     };
-    let mut e = entry_from_statx(&path, &st, group);
+    let Some((e, dir)) = capture_child(ctx, parent, name, &path, &st, group) else {
+        return;
+    };
+    (ctx.sink)(Item::Entry(Box::new(e)));
+    if let (Some(fd), true) = (dir, descend) {
+        read_dir(s, ctx, fd, path);
+    }
+}
+
+/// Record one classified child that `statx` described: attributes, xattrs, link target,
+/// and hashes. Returns the entry and, for a directory, its open fd; `None` when the entry
+/// vanished or was swapped mid-capture (it is then not reported at all).
+fn capture_child(
+    ctx: &Ctx<'_>,
+    parent: &OwnedFd,
+    name: &CStr,
+    path: &[u8],
+    st: &rustix::fs::Statx,
+    group: &crate::policy::Group,
+) -> Option<(Entry, Option<OwnedFd>)> {
+    let ftype = FileType::from_mode(u32::from(st.stx_mode));
+    let mut e = entry_from_statx(path, st, group);
     match ftype {
         FileType::File if ctx.hash => {
-            if !hash_into(ctx, parent, name, &st, &mut e) {
-                return; // vanished or swapped
+            if !hash_into(ctx, parent, name, st, &mut e) {
+                return None; // vanished or swapped
             }
         }
         FileType::File => {}
         FileType::Dir => {
-            let Some(fd) = open_dir(ctx, parent, name, &path, &st) else {
-                return;
-            };
+            let fd = open_dir(ctx, parent, name, path, st)?;
             capture_xattrs(ctx, &mut e, &Target::Fd(fd.as_fd()));
-            (ctx.sink)(Item::Entry(Box::new(e)));
-            if descend {
-                read_dir(s, ctx, fd, path);
-            }
-            return;
+            return Some((e, Some(fd)));
         }
         FileType::Symlink => {
             match rustix::fs::readlinkat(parent.as_fd(), name, Vec::new()) {
                 Ok(t) => e.link_target = Some(t.into_bytes()),
-                Err(err) if is_gone(err) || err == Errno::INVAL => return,
+                Err(err) if is_gone(err) || err == Errno::INVAL => return None,
                 Err(err) => {
                     e.problem = Some(Problem::Unreadable(format!(
                         "readlink: {}",
@@ -282,7 +297,59 @@ fn visit_child<'s>(
         }
         _ => capture_xattrs(ctx, &mut e, &Target::Child(parent.as_fd(), name)),
     }
-    (ctx.sink)(Item::Entry(Box::new(e)));
+    Some((e, None))
+}
+
+/// Capture one path the way the walker would, without descending: the daemon's per-event
+/// re-check. `Ok(None)` when the path does not exist or the policy does not claim it.
+pub fn capture_path(
+    root: &Root,
+    policy: &CompiledPolicy,
+    path: &[u8],
+) -> Result<Option<Entry>, WalkError> {
+    let errors = std::sync::Mutex::new(None);
+    let sink = |item: Item| {
+        if let Item::Error(e) = item {
+            if let Ok(mut g) = errors.lock() {
+                g.get_or_insert(e);
+            }
+        }
+    };
+    let ctx = Ctx {
+        policy,
+        sink: &sink,
+        hash: true,
+    };
+    let Some(group) = policy.classify(path) else {
+        return Ok(None);
+    };
+    let fail = |op: &'static str, e: std::io::Error| WalkError {
+        path: path.to_vec(),
+        op,
+        error: e,
+    };
+    let (parent, name) = match root.open_parent(path) {
+        Ok(v) => v,
+        Err(e) if matches!(e.raw_os_error(), Some(2) | Some(20)) => return Ok(None),
+        Err(e) => return Err(fail("open parent", e)),
+    };
+    let st = match rustix::fs::statx(
+        &parent,
+        name.as_c_str(),
+        AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+        StatxFlags::BASIC_STATS,
+    ) {
+        Ok(st) => st,
+        Err(e) if is_gone(e) => return Ok(None),
+        Err(e) => return Err(fail("stat", e.into())),
+    };
+    let got = capture_child(&ctx, &parent, name.as_c_str(), path, &st, group);
+    let err = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    match (got, err) {
+        (Some((e, _)), _) => Ok(Some(e)),
+        (None, Some(err)) => Err(err),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Open a directory child without following it and check it is the one `statx` saw.

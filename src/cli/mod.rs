@@ -5,6 +5,7 @@ mod baseline;
 mod key;
 mod policy;
 mod verify;
+mod watch;
 
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
@@ -62,6 +63,10 @@ enum Command {
     /// Manage the ed25519 keys that sign baselines.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Run the daemon in the foreground: fanotify allow/deny, modifications, kernel denials.
+    Watch(watch::WatchArgs),
+    /// Ask the running daemon how it is doing.
+    Status(watch::StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +136,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Verify(a) => verify::verify(&a, common),
         Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
         Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
+        Command::Watch(a) => watch::watch(&a, common),
+        Command::Status(a) => watch::status(&a),
     }
 }
 

@@ -1,3 +1,6 @@
 //! `kmsentry watch`: the daemon. fanotify groups, kernel audit, event loop.
 
 pub mod audit;
+pub mod daemon;
+pub mod fanotify;
+pub mod status;

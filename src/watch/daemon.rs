@@ -1,0 +1,1661 @@
+//! The daemon loop. Threads and what each may block on:
+//!
+//! | thread | blocks on | never does |
+//! |---|---|---|
+//! | `perm` | `poll` on the permission group | file I/O, alert I/O, hashing: it reads `/proc`, calls [`decide`], answers the kernel, then queues the record |
+//! | `notify` | `poll` on the notification group | hashing; it maps events to paths and queues them |
+//! | `check` | its queue | answering permission events; it captures, hashes, diffs, marks new entries, rescans, reloads |
+//! | `exe-hash` | hashing an executable that needs it | holding an event past `stall`: `perm` answers with `on_stall` first |
+//! | `alert` | the sinks (fsync, network) | anything else |
+//! | `audit` | the audit netlink socket | |
+//!
+//! The daemon's own opens (reconcile, rescans, hashing an executable) raise permission
+//! events like anyone's; `perm` allows its own pid before anything else, and never opens a
+//! file itself, so no thread waits on an answer only it could give.
+
+use super::fanotify::{self, Handle};
+use crate::alert::{Alert, AlertConfig, Alerter, Kind, Outcome};
+use crate::baseline::diff::{change_severity, diff, severity, Severity, Status};
+use crate::baseline::entry::Entry;
+use crate::baseline::walk::{self, Item, WalkOptions};
+use crate::decide::{decide, OpenKind, Trust, TrustedExe, Verdict};
+use crate::error::{Error, Result};
+use crate::fsroot::Root;
+use crate::policy::schema::AccessMode;
+use crate::policy::{Class, CompiledPolicy, Group};
+use crate::proc::{identify, ExeId, Identity, ProcessInfo};
+use crate::sanitize::Name;
+use crate::store::Store;
+use nix::sys::fanotify::{Fanotify, FanotifyEvent, FanotifyResponse, MaskFlags, Response};
+use rustix::fs::OFlags;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// What to answer when a decision is not ready within the stall limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnStall {
+    Allow,
+    Deny,
+}
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub policy: PathBuf,
+    pub db: PathBuf,
+    pub verify_key: Option<PathBuf>,
+    pub alerts: AlertConfig,
+    pub on_stall: OnStall,
+    pub stall: Duration,
+    pub status_socket: Option<PathBuf>,
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Use the kernel audit subsystem for the kernel's own access denials.
+    pub audit: bool,
+    pub threads: usize,
+    /// Stop after this long (tests, benchmarks); `None` runs until SIGTERM.
+    pub run_for: Option<Duration>,
+}
+
+/// The policy as the daemon applies it; swapped whole on SIGHUP.
+struct Snapshot {
+    policy: CompiledPolicy,
+    trust: Trust,
+}
+
+/// Counters for `kmsentry status` and the metrics endpoint.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub perm_events: AtomicU64,
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    pub stalled: AtomicU64,
+    pub notify_events: AtomicU64,
+    pub checks: AtomicU64,
+    pub queued: AtomicU64,
+    pub overflows: AtomicU64,
+    pub alerts_dropped: AtomicU64,
+    pub marks_notify: AtomicU64,
+    pub marks_perm: AtomicU64,
+    /// Decision latency (event read → answer written), µs buckets of [`LATENCY_BUCKETS`].
+    pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    pub alerts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Upper bounds (µs) of the decision latency histogram buckets; the last bucket is +Inf.
+pub(crate) const LATENCY_BUCKETS: [u64; 10] = [5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000];
+
+impl Stats {
+    fn observe_latency(&self, us: u64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Shared {
+    snap: RwLock<Arc<Snapshot>>,
+    /// Handle of every marked inode → its path.
+    handles: RwLock<HashMap<Handle, Vec<u8>>>,
+    stop: AtomicBool,
+    stats: Stats,
+    /// Executable identities hashed since start → BLAKE3.
+    exe_cache: Mutex<HashMap<ExeId, [u8; 32]>>,
+    /// Permission events waiting for an executable hash, by event fd.
+    pending: Mutex<HashMap<i32, Pending>>,
+    self_pid: u32,
+    started: Instant,
+}
+
+struct Pending {
+    event: FanotifyEvent,
+    since: Instant,
+}
+
+enum Work {
+    Touch {
+        path: Vec<u8>,
+        mask: u64,
+        who: Option<ProcessInfo>,
+    },
+    Rescan(&'static str),
+    Reload,
+}
+
+struct HashJob {
+    fd: i32,
+    kind: OpenKind,
+    path: Vec<u8>,
+    group: String,
+    who: Identity,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+const NOTIFY_FILE: u64 = libc::FAN_MODIFY
+    | libc::FAN_CLOSE_WRITE
+    | libc::FAN_ATTRIB
+    | libc::FAN_DELETE_SELF
+    | libc::FAN_MOVE_SELF;
+const NOTIFY_DIR: u64 = libc::FAN_CREATE
+    | libc::FAN_DELETE
+    | libc::FAN_MOVED_FROM
+    | libc::FAN_MOVED_TO
+    | libc::FAN_ATTRIB
+    | libc::FAN_DELETE_SELF
+    | libc::FAN_MOVE_SELF
+    | libc::FAN_ONDIR;
+const NAMESPACE: u64 =
+    libc::FAN_CREATE | libc::FAN_DELETE | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
+
+/// The marks one path should carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Marks {
+    notify: u64,
+    perm: u64,
+}
+
+fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) -> Marks {
+    use crate::baseline::entry::FileType;
+    let mut m = Marks::default();
+    match e_type {
+        FileType::Dir => m.notify = NOTIFY_DIR,
+        FileType::File => {
+            m.notify = NOTIFY_FILE;
+            if let Some(g) = group {
+                match g.access.mode {
+                    AccessMode::Enforce => {
+                        m.perm = libc::FAN_OPEN_PERM;
+                        if g.class == Class::ProviderBinary {
+                            m.perm |= libc::FAN_OPEN_EXEC_PERM;
+                        }
+                    }
+                    AccessMode::Audit => m.notify |= libc::FAN_OPEN,
+                    AccessMode::Off => {}
+                }
+            }
+        }
+        // Symlinks, FIFOs, devices: watched through their directory (a change to them is a
+        // delete + create there); never opened, so never marked themselves.
+        _ => {}
+    }
+    m
+}
+
+/// Run the daemon until SIGTERM/SIGINT (or `run_for`). Returns once every pending
+/// permission event is answered and `stopped` is written.
+pub fn run(cfg: Config) -> Result<()> {
+    let root = Arc::new(Root::open(std::path::Path::new("/"))?);
+    let policy = crate::policy::load(&cfg.policy)?;
+    let store = open_baseline(&cfg)?;
+    let trust = build_trust(&policy, &root);
+    let shared = Arc::new(Shared {
+        snap: RwLock::new(Arc::new(Snapshot { policy, trust })),
+        handles: RwLock::new(HashMap::new()),
+        stop: AtomicBool::new(false),
+        stats: Stats::default(),
+        exe_cache: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
+        self_pid: std::process::id(),
+        started: Instant::now(),
+    });
+    let perm = Arc::new(
+        fanotify::init_perm().map_err(|e| fan_err("fanotify_init (permission group)", e))?,
+    );
+    let notify = Arc::new(
+        fanotify::init_notify().map_err(|e| fan_err("fanotify_init (notification group)", e))?,
+    );
+
+    let mut alerter = Alerter::new(cfg.alerts.clone())?;
+    let (alert_tx, alert_rx) = mpsc::sync_channel::<Alert>(65_536);
+    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(65_536);
+    let (hash_tx, hash_rx) = mpsc::sync_channel::<HashJob>(1024);
+
+    let mut threads = Vec::new();
+    // The permission thread runs before the first mark exists: every open the daemon makes
+    // from here on may need its answer.
+    {
+        let (s, f, a, h) = (
+            shared.clone(),
+            perm.clone(),
+            alert_tx.clone(),
+            hash_tx.clone(),
+        );
+        let (on_stall, stall) = (cfg.on_stall, cfg.stall);
+        threads.push(spawn("kmsentry-perm", move || {
+            perm_loop(&s, &f, &a, &h, on_stall, stall)
+        })?);
+    }
+    {
+        let (s, f, a) = (shared.clone(), perm.clone(), alert_tx.clone());
+        threads.push(spawn("kmsentry-exe-hash", move || {
+            hash_loop(&s, &f, &a, hash_rx)
+        })?);
+    }
+
+    let mut checker = Checker {
+        shared: shared.clone(),
+        root: root.clone(),
+        perm: perm.clone(),
+        notify: notify.clone(),
+        store,
+        cfg: cfg.clone(),
+        alert: alert_tx.clone(),
+        marked: HashMap::new(),
+        drift: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    checker.place_marks()?;
+    {
+        let (s, f, a, w) = (
+            shared.clone(),
+            notify.clone(),
+            alert_tx.clone(),
+            work_tx.clone(),
+        );
+        threads.push(spawn("kmsentry-notify", move || {
+            notify_loop(&s, &f, &a, &w)
+        })?);
+    }
+    let alert_thread = {
+        let s = shared.clone();
+        spawn("kmsentry-alert", move || {
+            for a in alert_rx {
+                let kind = a.kind;
+                if let Err(e) = alerter.emit(a) {
+                    tracing::error!("alert sink: {e}");
+                }
+                *lock(&s.stats.alerts).entry(kind_name(kind)).or_insert(0) += 1;
+            }
+            alerter.flush();
+        })?
+    };
+
+    // Reconcile: everything that changed while no daemon watched is reported before
+    // `started`. The marks are already in place, so nothing slips between the two.
+    let reconciled = checker.reconcile()?;
+    let audit = if cfg.audit {
+        start_audit(&shared, &checker, &alert_tx, &mut threads)
+    } else {
+        None
+    };
+    if let Some(sock) = &cfg.status_socket {
+        // Detached: these block in accept(2) and end with the process.
+        match super::status::serve(sock, shared_status(&shared)) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!("status socket: {e}"),
+        }
+    }
+    if let Some(addr) = cfg.metrics {
+        match super::status::serve_metrics(addr, shared_status(&shared)) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!("metrics endpoint: {e}"),
+        }
+    }
+    let mut started = Alert::new(Kind::Started, Severity::Info);
+    started
+        .detail
+        .insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    started.detail.insert("pid".into(), shared.self_pid.into());
+    started.detail.insert(
+        "marks_notify".into(),
+        shared.stats.marks_notify.load(Ordering::Relaxed).into(),
+    );
+    started.detail.insert(
+        "marks_perm".into(),
+        shared.stats.marks_perm.load(Ordering::Relaxed).into(),
+    );
+    started
+        .detail
+        .insert("reconciled".into(), reconciled.into());
+    started
+        .detail
+        .insert("kernel_audit".into(), audit.is_some().into());
+    started.detail.insert(
+        "policy_digest".into(),
+        read(&shared.snap).policy.digest.clone().into(),
+    );
+    let _ = alert_tx.send(started);
+    sd_notify("READY=1");
+
+    // Signals: TERM/INT stop, HUP reloads.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .map_err(|e| Error::io("install signal handlers", Vec::new(), e))?;
+    let sig_handle = signals.handle();
+    {
+        let (s, w) = (shared.clone(), work_tx.clone());
+        let run_for = cfg.run_for;
+        threads.push(spawn("kmsentry-signals", move || {
+            if let Some(d) = run_for {
+                let s2 = s.clone();
+                let _ = std::thread::Builder::new().spawn(move || {
+                    std::thread::sleep(d);
+                    s2.stop.store(true, Ordering::SeqCst);
+                });
+            }
+            for sig in signals.forever() {
+                match sig {
+                    signal_hook::consts::SIGHUP => {
+                        let _ = w.send(Work::Reload);
+                    }
+                    _ => {
+                        s.stop.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            }
+        })?);
+    }
+
+    // The checker runs on this thread until stop.
+    checker.run(work_rx);
+
+    // Shutdown: answer everything pending, say `stopped`, flush the sinks.
+    sig_handle.close();
+    shared.stop.store(true, Ordering::SeqCst);
+    drop(audit);
+    drop(work_tx);
+    drop(hash_tx);
+    for t in threads {
+        let _ = t.join();
+    }
+    answer_all_pending(&shared, &perm, cfg.on_stall);
+    let mut stopped = Alert::new(Kind::Stopped, Severity::Info);
+    stopped
+        .detail
+        .insert("uptime_s".into(), shared.started.elapsed().as_secs().into());
+    let _ = alert_tx.send(stopped);
+    drop(checker);
+    drop(alert_tx);
+    let _ = alert_thread.join();
+    sd_notify("STOPPING=1");
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| Error::io("start thread", name.as_bytes().to_vec(), e))
+}
+
+fn fan_err(what: &str, e: nix::Error) -> Error {
+    let hint = match e {
+        nix::Error::EPERM => " (the daemon needs root: CAP_SYS_ADMIN)",
+        nix::Error::EINVAL | nix::Error::ENOSYS => {
+            " (this kernel lacks fanotify permission events or FID reporting: Linux 5.9+ with CONFIG_FANOTIFY_ACCESS_PERMISSIONS)"
+        }
+        _ => "",
+    };
+    Error::Usage(format!("{what}: {e}{hint}"))
+}
+
+fn open_baseline(cfg: &Config) -> Result<Store> {
+    let store = Store::open(&cfg.db, false)?;
+    store.quick_check()?;
+    if let Some(k) = &cfg.verify_key {
+        let key = crate::store::signing::load_verifying_key(k)?;
+        crate::store::signing::check(&store, &key)?;
+    }
+    Ok(store)
+}
+
+/// Hash every executable the allow-lists name, before any mark exists (so these opens need
+/// no answer), and resolve user names to uids.
+fn build_trust(policy: &CompiledPolicy, root: &Root) -> Trust {
+    let mut trust = Trust::default();
+    let names = crate::users::Names::for_root(root);
+    for g in &policy.groups {
+        for (i, rule) in g.access.allow.iter().enumerate() {
+            if !rule.users.is_empty() || !rule.uids.is_empty() {
+                let mut set: HashSet<u32> = rule.uids.iter().copied().collect();
+                for u in &rule.users {
+                    match names.uid_of(u) {
+                        Some(uid) => {
+                            set.insert(uid);
+                        }
+                        None => tracing::warn!(
+                            "group {}: allow-list user `{u}` does not exist on this host; the rule cannot match it",
+                            g.name
+                        ),
+                    }
+                }
+                trust.uids.insert((g.name.clone(), i), set);
+            }
+            if trust.exes.contains_key(&rule.exe) {
+                continue;
+            }
+            let t = match hash_exe_path(&rule.exe) {
+                Ok((id, h)) => {
+                    if let Some(want) = rule.exe_hash {
+                        if want != h {
+                            tracing::warn!(
+                                "group {}: {} does not match its exe_hash; it will not be allowed",
+                                g.name,
+                                Name(&rule.exe)
+                            );
+                        }
+                    }
+                    TrustedExe {
+                        ids: vec![id],
+                        blake3: Some(rule.exe_hash.unwrap_or(h)),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "group {}: allowed executable {}: {e}; it is trusted only by exe_hash",
+                        g.name,
+                        Name(&rule.exe)
+                    );
+                    TrustedExe {
+                        ids: Vec::new(),
+                        blake3: rule.exe_hash,
+                    }
+                }
+            };
+            trust.exes.insert(rule.exe.clone(), t);
+        }
+    }
+    trust
+}
+
+/// Identity and BLAKE3 of the executable at `path` (symlinks followed: an allow rule names
+/// what `/proc/PID/exe` will show, which is the resolved file).
+fn hash_exe_path(path: &[u8]) -> std::io::Result<(ExeId, [u8; 32])> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = std::fs::File::open(std::ffi::OsStr::from_bytes(path))?;
+    hash_open_exe(f)
+}
+
+fn hash_open_exe(f: std::fs::File) -> std::io::Result<(ExeId, [u8; 32])> {
+    let st = rustix::fs::statx(
+        &f,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )?;
+    let id = ExeId::of(&st);
+    let mut h = blake3::Hasher::new();
+    h.update_reader(&f)?;
+    // A binary rewritten while hashed has a new ctime: not the identity we hashed.
+    let after = rustix::fs::statx(
+        &f,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )?;
+    if ExeId::of(&after) != id {
+        return Err(std::io::Error::other(
+            "the executable changed while it was hashed",
+        ));
+    }
+    Ok((id, *h.finalize().as_bytes()))
+}
+
+fn respond(fan: &Fanotify, ev: &FanotifyEvent, allow: bool) {
+    if let Some(fd) = ev.fd() {
+        let r = if allow {
+            Response::FAN_ALLOW
+        } else {
+            Response::FAN_DENY
+        };
+        if let Err(e) = fan.write_response(FanotifyResponse::new(fd, r)) {
+            tracing::error!("answering a permission event: {e}");
+        }
+    }
+}
+
+fn event_path(ev: &FanotifyEvent) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    let fd = ev.fd()?;
+    std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .ok()
+    .map(|p| p.into_os_string().into_vec())
+}
+
+fn access_alert(
+    group: &Group,
+    path: Vec<u8>,
+    who: &Identity,
+    outcome: Outcome,
+    severity: Severity,
+    reason: &crate::decide::Reason,
+    kind: OpenKind,
+) -> Alert {
+    let mut a = Alert::new(Kind::Access, severity);
+    a.path = Some(path);
+    a.group = Some(group.name.clone());
+    a.class = Some(group.class);
+    a.outcome = Some(outcome);
+    let mut info = who.info.clone();
+    if info.user.is_none() {
+        info.user = user_name(info.uid);
+    }
+    a.process = Some(info);
+    a.rule = Some(reason.rule.to_string());
+    a.detail
+        .insert("message".into(), reason.message.clone().into());
+    a.detail.insert(
+        "access".into(),
+        match kind {
+            OpenKind::Open => "open",
+            OpenKind::Exec => "exec",
+        }
+        .into(),
+    );
+    a
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+}
+
+/// The permission thread: answer first, then queue the record.
+fn perm_loop(
+    s: &Shared,
+    fan: &Fanotify,
+    alerts: &SyncSender<Alert>,
+    hash: &SyncSender<HashJob>,
+    on_stall: OnStall,
+    stall: Duration,
+) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    };
+    while !s.stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(fan, PollFlags::IN)];
+        let ready = poll(&mut fds, Some(&tick)).unwrap_or(0);
+        expire_pending(s, fan, alerts, on_stall, stall);
+        if ready == 0 {
+            continue;
+        }
+        let events = match fan.read_events() {
+            Ok(v) => v,
+            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::error!("reading permission events: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        for ev in events {
+            let t0 = Instant::now();
+            s.stats.perm_events.fetch_add(1, Ordering::Relaxed);
+            let pid = ev.pid().unsigned_abs();
+            if pid == s.self_pid {
+                respond(fan, &ev, true);
+                continue;
+            }
+            let kind = if ev.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
+                OpenKind::Exec
+            } else {
+                OpenKind::Open
+            };
+            let snap = read(&s.snap).clone();
+            let Some(path) = event_path(&ev) else {
+                respond(fan, &ev, true);
+                continue;
+            };
+            let Some(group) = snap.policy.classify(&path) else {
+                // A mark left on an inode the policy no longer claims.
+                respond(fan, &ev, true);
+                continue;
+            };
+            let who = identify(pid);
+            let cached = who
+                .exe_id
+                .and_then(|id| lock(&s.exe_cache).get(&id).copied());
+            let verdict = decide(s.self_pid, kind, group, &who, &snap.trust, cached);
+            match verdict {
+                Verdict::Allow { alert } => {
+                    respond(fan, &ev, true);
+                    s.stats.allowed.fetch_add(1, Ordering::Relaxed);
+                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
+                    if let Some((sev, reason)) = alert {
+                        queue_alert(
+                            s,
+                            alerts,
+                            access_alert(group, path, &who, Outcome::Success, sev, &reason, kind),
+                        );
+                    }
+                }
+                Verdict::Deny { severity, reason } => {
+                    respond(fan, &ev, false);
+                    s.stats.denied.fetch_add(1, Ordering::Relaxed);
+                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
+                    queue_alert(
+                        s,
+                        alerts,
+                        access_alert(group, path, &who, Outcome::Denied, severity, &reason, kind),
+                    );
+                }
+                Verdict::NeedExeHash => {
+                    let Some(fd) = ev.fd().map(|f| std::os::fd::AsRawFd::as_raw_fd(&f)) else {
+                        continue;
+                    };
+                    let job = HashJob {
+                        fd,
+                        kind,
+                        path,
+                        group: group.name.clone(),
+                        who,
+                    };
+                    lock(&s.pending).insert(
+                        fd,
+                        Pending {
+                            event: ev,
+                            since: t0,
+                        },
+                    );
+                    if hash.try_send(job).is_err() {
+                        // The hasher is saturated: this is a stall.
+                        if let Some(p) = lock(&s.pending).remove(&fd) {
+                            answer_stalled(s, fan, alerts, p, on_stall);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn queue_alert(s: &Shared, alerts: &SyncSender<Alert>, a: Alert) {
+    match alerts.try_send(a) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            s.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn expire_pending(
+    s: &Shared,
+    fan: &Fanotify,
+    alerts: &SyncSender<Alert>,
+    on_stall: OnStall,
+    stall: Duration,
+) {
+    let expired: Vec<Pending> = {
+        let mut p = lock(&s.pending);
+        let old: Vec<i32> = p
+            .iter()
+            .filter(|(_, v)| v.since.elapsed() >= stall)
+            .map(|(k, _)| *k)
+            .collect();
+        old.into_iter().filter_map(|k| p.remove(&k)).collect()
+    };
+    for p in expired {
+        answer_stalled(s, fan, alerts, p, on_stall);
+    }
+}
+
+fn answer_stalled(
+    s: &Shared,
+    fan: &Fanotify,
+    alerts: &SyncSender<Alert>,
+    p: Pending,
+    on_stall: OnStall,
+) {
+    respond(fan, &p.event, on_stall == OnStall::Allow);
+    s.stats.stalled.fetch_add(1, Ordering::Relaxed);
+    let mut a = Alert::new(Kind::Health, Severity::Medium);
+    a.rule = Some("decision-stalled".into());
+    a.path = event_path(&p.event);
+    a.outcome = Some(if on_stall == OnStall::Allow {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    });
+    a.detail.insert(
+        "message".into(),
+        format!(
+            "no decision within {} ms; answered {:?} (on_stall)",
+            p.since.elapsed().as_millis(),
+            on_stall
+        )
+        .to_lowercase()
+        .into(),
+    );
+    queue_alert(s, alerts, a);
+}
+
+fn answer_all_pending(s: &Shared, fan: &Fanotify, on_stall: OnStall) {
+    let all: Vec<Pending> = lock(&s.pending).drain().map(|(_, v)| v).collect();
+    for p in all {
+        respond(fan, &p.event, on_stall == OnStall::Allow);
+    }
+}
+
+/// Hash executables whose inode the trust table has not seen, then finish the decision.
+fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, jobs: Receiver<HashJob>) {
+    while let Ok(job) = jobs.recv() {
+        let pid = job.who.info.pid;
+        let hashed = std::fs::File::open(format!("/proc/{pid}/exe"))
+            .and_then(hash_open_exe)
+            .ok()
+            .filter(|(id, _)| Some(*id) == job.who.exe_id);
+        if let Some((id, h)) = hashed {
+            lock(&s.exe_cache).insert(id, h);
+        }
+        let Some(p) = lock(&s.pending).remove(&job.fd) else {
+            continue; // answered as stalled already
+        };
+        let snap = read(&s.snap).clone();
+        let Some(group) = snap.policy.group(&job.group) else {
+            respond(fan, &p.event, true);
+            continue;
+        };
+        // No hash (the process exited, or the binary changed under us) → judged as unknown.
+        let h = hashed.map(|(_, h)| h).unwrap_or([0; 32]);
+        match decide(s.self_pid, job.kind, group, &job.who, &snap.trust, Some(h)) {
+            Verdict::Allow { alert } => {
+                respond(fan, &p.event, true);
+                s.stats.allowed.fetch_add(1, Ordering::Relaxed);
+                if let Some((sev, reason)) = alert {
+                    queue_alert(
+                        s,
+                        alerts,
+                        access_alert(
+                            group,
+                            job.path,
+                            &job.who,
+                            Outcome::Success,
+                            sev,
+                            &reason,
+                            job.kind,
+                        ),
+                    );
+                }
+            }
+            Verdict::Deny { severity, reason } => {
+                respond(fan, &p.event, false);
+                s.stats.denied.fetch_add(1, Ordering::Relaxed);
+                queue_alert(
+                    s,
+                    alerts,
+                    access_alert(
+                        group,
+                        job.path,
+                        &job.who,
+                        Outcome::Denied,
+                        severity,
+                        &reason,
+                        job.kind,
+                    ),
+                );
+            }
+            Verdict::NeedExeHash => respond(fan, &p.event, false),
+        }
+        s.stats
+            .observe_latency(p.since.elapsed().as_micros() as u64);
+    }
+}
+
+/// The notification thread: map events to paths, answer audit-mode opens, queue the rest.
+fn notify_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, work: &SyncSender<Work>) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut overflowed = false;
+    let mut last_who: Option<(i32, Instant, ProcessInfo)> = None;
+    while !s.stop.load(Ordering::Relaxed) {
+        if overflowed && work.try_send(Work::Rescan("queue overflow")).is_ok() {
+            overflowed = false;
+        }
+        let mut fds = [PollFd::new(fan, PollFlags::IN)];
+        if poll(&mut fds, Some(&tick)).unwrap_or(0) == 0 {
+            continue;
+        }
+        let n = match rustix::io::read(fan.as_fd(), &mut buf) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                tracing::error!("reading notification events: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let (events, bad) = fanotify::parse(&buf[..n]);
+        if let Some(b) = bad {
+            tracing::error!("malformed fanotify event: {}", b.0);
+        }
+        let snap = read(&s.snap).clone();
+        for ev in events {
+            s.stats.notify_events.fetch_add(1, Ordering::Relaxed);
+            if ev.mask & libc::FAN_Q_OVERFLOW != 0 {
+                s.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                let mut a = Alert::new(Kind::Overflow, Severity::Medium);
+                a.detail.insert(
+                    "message".into(),
+                    "the kernel's event queue overflowed; every watched entry is rescanned".into(),
+                );
+                queue_alert(s, alerts, a);
+                overflowed = true;
+                continue;
+            }
+            if ev.pid.unsigned_abs() == s.self_pid {
+                continue;
+            }
+            let Some(path) = resolve_event(s, &ev) else {
+                continue;
+            };
+            let group = snap.policy.classify(&path);
+            let namespace = ev.mask & NAMESPACE != 0;
+            if group.is_none() {
+                // A new directory that could hold watched entries must be marked and scanned.
+                let is_dir = ev.mask & libc::FAN_ONDIR != 0;
+                let comps: Vec<&[u8]> = crate::policy::glob::split(&path).collect();
+                if !(namespace && is_dir && snap.policy.could_match_within_comps(&comps)) {
+                    continue;
+                }
+            }
+            let who = if ev.pid > 0 {
+                match &last_who {
+                    Some((p, t, info))
+                        if *p == ev.pid && t.elapsed() < Duration::from_millis(100) =>
+                    {
+                        Some(info.clone())
+                    }
+                    _ => {
+                        let mut info = identify(ev.pid.unsigned_abs()).info;
+                        info.user = user_name(info.uid);
+                        last_who = Some((ev.pid, Instant::now(), info.clone()));
+                        Some(info)
+                    }
+                }
+            } else {
+                None
+            };
+            if ev.mask & libc::FAN_OPEN != 0 {
+                if let (Some(g), Some(info)) = (group, &who) {
+                    if g.access.mode == AccessMode::Audit {
+                        let id = identify(info.pid);
+                        let cached = id.exe_id.and_then(|i| lock(&s.exe_cache).get(&i).copied());
+                        if let Verdict::Allow {
+                            alert: Some((sev, reason)),
+                        } = decide(s.self_pid, OpenKind::Open, g, &id, &snap.trust, cached)
+                        {
+                            queue_alert(
+                                s,
+                                alerts,
+                                access_alert(
+                                    g,
+                                    path.clone(),
+                                    &id,
+                                    Outcome::Success,
+                                    sev,
+                                    &reason,
+                                    OpenKind::Open,
+                                ),
+                            );
+                        }
+                    }
+                }
+                if ev.mask == libc::FAN_OPEN {
+                    continue;
+                }
+            }
+            s.stats.queued.fetch_add(1, Ordering::Relaxed);
+            if work
+                .try_send(Work::Touch {
+                    path,
+                    mask: ev.mask,
+                    who,
+                })
+                .is_err()
+            {
+                s.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                overflowed = true;
+            }
+        }
+    }
+}
+
+fn resolve_event(s: &Shared, ev: &fanotify::Event) -> Option<Vec<u8>> {
+    let handles = read(&s.handles);
+    let by_dir = || {
+        let (dh, name) = ev.dir.as_ref()?;
+        let dir = handles.get(dh)?;
+        if name.is_empty() || name == b"." {
+            return Some(dir.clone());
+        }
+        let mut p = dir.clone();
+        if !p.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+        Some(p)
+    };
+    if ev.mask & NAMESPACE != 0 {
+        return by_dir();
+    }
+    ev.fid
+        .as_ref()
+        .and_then(|f| handles.get(f).cloned())
+        .or_else(by_dir)
+}
+
+/// Everything that touches the baseline, the marks and the live file system.
+struct Checker {
+    shared: Arc<Shared>,
+    root: Arc<Root>,
+    perm: Arc<Fanotify>,
+    notify: Arc<Fanotify>,
+    store: Store,
+    cfg: Config,
+    alert: SyncSender<Alert>,
+    /// Path → marks placed on it.
+    marked: HashMap<Vec<u8>, Marks>,
+    /// Last observed state of paths that differ from the baseline (`None`: absent while the
+    /// baseline has it). A path not here is as baselined.
+    drift: HashMap<Vec<u8>, Option<Entry>>,
+    /// Coalescing: path → (first event, last event, masks, who).
+    pending: HashMap<Vec<u8>, Touch>,
+}
+
+struct Touch {
+    first: Instant,
+    last: Instant,
+    mask: u64,
+    who: Option<ProcessInfo>,
+}
+
+/// Re-check a file still being written at most this often.
+const WRITE_SETTLE: Duration = Duration::from_millis(50);
+/// ... but never later than this after its first event.
+const MAX_DELAY: Duration = Duration::from_secs(1);
+
+impl Checker {
+    fn snap(&self) -> Arc<Snapshot> {
+        read(&self.shared.snap).clone()
+    }
+
+    /// Walk (without hashing) and mark every entry and the directories that lead to them.
+    fn place_marks(&mut self) -> Result<()> {
+        let snap = self.snap();
+        let want = self.wanted_marks(&snap.policy);
+        let old = std::mem::take(&mut self.marked);
+        let mut placed = HashMap::with_capacity(want.len());
+        let mut failures = 0usize;
+        for (path, m) in &want {
+            let prev = old.get(path).copied().unwrap_or_default();
+            if prev == *m {
+                placed.insert(path.clone(), *m);
+                continue;
+            }
+            match self.apply_marks(path, prev, *m) {
+                Ok(()) => {
+                    placed.insert(path.clone(), *m);
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures <= 20 {
+                        tracing::warn!("cannot watch {}: {e}", Name(path));
+                    }
+                }
+            }
+        }
+        for (path, m) in old {
+            if !want.contains_key(&path) {
+                let _ = self.apply_marks(&path, m, Marks::default());
+            }
+        }
+        if failures > 20 {
+            tracing::warn!("{failures} entries could not be watched in all");
+        }
+        self.marked = placed;
+        self.count_marks();
+        Ok(())
+    }
+
+    fn count_marks(&self) {
+        let (n, p) = self.marked.values().fold((0, 0), |(n, p), m| {
+            (n + u64::from(m.notify != 0), p + u64::from(m.perm != 0))
+        });
+        self.shared.stats.marks_notify.store(n, Ordering::Relaxed);
+        self.shared.stats.marks_perm.store(p, Ordering::Relaxed);
+    }
+
+    fn wanted_marks(&self, policy: &CompiledPolicy) -> HashMap<Vec<u8>, Marks> {
+        let mut want: HashMap<Vec<u8>, Marks> = HashMap::new();
+        // The nearest existing directory of each base, so a base created later is seen.
+        for base in policy.bases() {
+            let mut dir: &[u8] = &base;
+            loop {
+                if let Ok(fd) = self
+                    .root
+                    .resolve(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
+                {
+                    drop(fd);
+                    want.entry(dir.to_vec()).or_default().notify |= NOTIFY_DIR;
+                    break;
+                }
+                let (parent, _) = crate::fsroot::split_parent(dir);
+                if parent == dir || parent.is_empty() {
+                    break;
+                }
+                dir = parent;
+            }
+        }
+        let found = Mutex::new(Vec::new());
+        walk::walk(
+            &self.root,
+            policy,
+            WalkOptions {
+                threads: self.cfg.threads,
+                hash: false,
+            },
+            &|item| {
+                if let Item::Entry(e) = item {
+                    lock(&found).push((e.path, e.ftype));
+                }
+            },
+        );
+        for (path, ftype) in found.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            let m = marks_for(ftype, policy.classify(&path));
+            let slot = want.entry(path.clone()).or_default();
+            slot.notify |= m.notify;
+            slot.perm |= m.perm;
+            let (parent, _) = crate::fsroot::split_parent(&path);
+            want.entry(parent.to_vec()).or_default().notify |= NOTIFY_DIR;
+        }
+        // Directories the walker descended through but that are not entries themselves.
+        let dirs: Vec<Vec<u8>> = want.keys().cloned().collect();
+        for d in dirs {
+            let comps: Vec<&[u8]> = crate::policy::glob::split(&d).collect();
+            if policy.could_match_within_comps(&comps) {
+                if let Some(m) = want.get_mut(&d) {
+                    if m.notify & libc::FAN_ONDIR == 0 && m.notify & NOTIFY_FILE != 0 {
+                        continue; // a file
+                    }
+                    m.notify |= NOTIFY_DIR;
+                }
+            }
+        }
+        want
+    }
+
+    /// Move `path` from marks `from` to marks `to` (race-free: through an `O_PATH` fd).
+    fn apply_marks(&self, path: &[u8], from: Marks, to: Marks) -> std::io::Result<()> {
+        let fd = self
+            .root
+            .resolve(path, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC)?;
+        let st = rustix::fs::fstat(&fd)?;
+        let ftype = st.st_mode & 0o170000;
+        if ftype != 0o040000 && ftype != 0o100000 {
+            return Ok(()); // symlinks and specials: watched via their directory
+        }
+        let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
+        if to.notify != 0 {
+            fanotify::mark_fd(
+                &self.notify,
+                fd.as_fd(),
+                MaskFlags::from_bits_retain(to.notify),
+                false,
+            )
+            .map_err(io)?;
+        }
+        if from.notify & !to.notify != 0 {
+            let _ = fanotify::mark_fd(
+                &self.notify,
+                fd.as_fd(),
+                MaskFlags::from_bits_retain(from.notify & !to.notify),
+                true,
+            );
+        }
+        if to.perm != 0 {
+            fanotify::mark_fd(
+                &self.perm,
+                fd.as_fd(),
+                MaskFlags::from_bits_retain(to.perm),
+                false,
+            )
+            .map_err(io)?;
+        }
+        if from.perm & !to.perm != 0 {
+            let _ = fanotify::mark_fd(
+                &self.perm,
+                fd.as_fd(),
+                MaskFlags::from_bits_retain(from.perm & !to.perm),
+                true,
+            );
+        }
+        if to.notify != 0 {
+            let h = fanotify::handle_of(fd.as_fd())?;
+            write(&self.shared.handles).insert(h, path.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Compare the live state with the baseline; report every difference as `reconciled`.
+    fn reconcile(&mut self) -> Result<usize> {
+        let snap = self.snap();
+        let base = self.store.entries()?;
+        let report = crate::baseline::check::check(
+            &self.root,
+            &snap.policy,
+            move || Ok(base),
+            crate::baseline::check::CheckOptions {
+                threads: self.cfg.threads,
+                keep_clean: false,
+            },
+            &|| {},
+        )?;
+        for e in &report.errors {
+            tracing::warn!("reconcile: {e}");
+        }
+        self.drift.clear();
+        let n = report.findings.len();
+        for f in report.findings {
+            let mut a = Alert::new(Kind::Reconciled, f.severity);
+            a.path = Some(f.path.clone());
+            a.group = Some(f.group.clone());
+            a.class = Some(f.class);
+            a.changes = f.changes.iter().map(|c| c.as_str()).collect();
+            a.detail.insert("status".into(), f.status.as_str().into());
+            hash_detail(&mut a, f.base.as_deref(), f.live.as_deref());
+            let _ = self.alert.send(a);
+            self.drift.insert(f.path, f.live.map(|b| *b));
+        }
+        Ok(n)
+    }
+
+    fn run(&mut self, work: Receiver<Work>) {
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let now = Instant::now();
+            let next_due = self.pending.values().map(|t| self.due(t)).min();
+            let wait = next_due
+                .map(|d| d.saturating_duration_since(now))
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100));
+            match work.recv_timeout(wait) {
+                Ok(w) => {
+                    self.take(w);
+                    // Drain what is already queued before checking anything.
+                    while let Ok(w) = work.try_recv() {
+                        self.take(w);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.check_due();
+        }
+    }
+
+    fn due(&self, t: &Touch) -> Instant {
+        // Still being written (modified, not closed): wait for the writer to settle.
+        let settling = t.mask & libc::FAN_MODIFY != 0 && t.mask & libc::FAN_CLOSE_WRITE == 0;
+        if settling {
+            (t.last + WRITE_SETTLE).min(t.first + MAX_DELAY)
+        } else {
+            t.last
+        }
+    }
+
+    fn take(&mut self, w: Work) {
+        match w {
+            Work::Touch { path, mask, who } => {
+                self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                let now = Instant::now();
+                let t = self.pending.entry(path).or_insert(Touch {
+                    first: now,
+                    last: now,
+                    mask: 0,
+                    who: None,
+                });
+                t.last = now;
+                t.mask |= mask;
+                if who.is_some() {
+                    t.who = who;
+                }
+            }
+            Work::Rescan(why) => self.rescan(why),
+            Work::Reload => self.reload(),
+        }
+    }
+
+    fn check_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Vec<u8>> = self
+            .pending
+            .iter()
+            .filter(|(_, t)| self.due(t) <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in due {
+            if let Some(t) = self.pending.remove(&path) {
+                self.check_path(&path, t);
+            }
+        }
+    }
+
+    fn baseline_entry(&self, path: &[u8]) -> Option<Entry> {
+        match self.store.entry(path) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("baseline read for {}: {e}", Name(path));
+                None
+            }
+        }
+    }
+
+    /// Capture `path` now and alert if it differs from what was last observed.
+    fn check_path(&mut self, path: &[u8], t: Touch) {
+        self.shared.stats.checks.fetch_add(1, Ordering::Relaxed);
+        let snap = self.snap();
+        let group = snap.policy.classify(path);
+        if group.is_none() {
+            // A new directory that may hold watched entries: mark and scan everything.
+            if t.mask & NAMESPACE != 0 && t.mask & libc::FAN_ONDIR != 0 {
+                self.rescan_quiet_marks();
+                self.rescan("a watched directory gained a subdirectory");
+            }
+            return;
+        }
+        let live = match walk::capture_path(&self.root, &snap.policy, path) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
+        // Keep the marks in step: a file replaced by rename is a new inode.
+        if let Some(l) = &live {
+            let want = marks_for(l.ftype, group);
+            let have = self.marked.get(path).copied().unwrap_or_default();
+            let moved = t.mask & (NAMESPACE | libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0;
+            if (moved || have != want) && self.apply_marks(path, Marks::default(), want).is_ok() {
+                self.marked.insert(path.to_vec(), want);
+                if l.ftype == crate::baseline::entry::FileType::Dir && have == Marks::default() {
+                    // A new directory: its children may predate the mark.
+                    self.rescan_quiet_marks();
+                    self.rescan("a watched directory appeared");
+                }
+            }
+        } else {
+            self.marked.remove(path);
+        }
+        let base = self.baseline_entry(path);
+        let prev: Option<Entry> = match self.drift.get(path) {
+            Some(p) => p.clone(),
+            None => base.clone(),
+        };
+        let Some(g) = group else { return };
+        let (kind, changes) = match (&prev, &live) {
+            (None, None) => return,
+            (None, Some(_)) => (
+                if t.mask & libc::FAN_MOVED_TO != 0 {
+                    Kind::Renamed
+                } else {
+                    Kind::Created
+                },
+                Vec::new(),
+            ),
+            (Some(_), None) => (
+                if t.mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVE_SELF) != 0 {
+                    Kind::Renamed
+                } else {
+                    Kind::Deleted
+                },
+                Vec::new(),
+            ),
+            (Some(p), Some(l)) => {
+                let changes = diff(p, l, g.compare);
+                if changes.is_empty() {
+                    return;
+                }
+                let content = changes.iter().any(|c| {
+                    matches!(
+                        c,
+                        crate::policy::Attr::Content
+                            | crate::policy::Attr::Size
+                            | crate::policy::Attr::Type
+                            | crate::policy::Attr::LinkTarget
+                    )
+                });
+                let kind = if t.mask & libc::FAN_MOVED_TO != 0 {
+                    Kind::Renamed // something was renamed over it (an atomic replace)
+                } else if content {
+                    Kind::Modified
+                } else {
+                    Kind::Attrib
+                };
+                (kind, changes)
+            }
+        };
+        let status = match (&base, &live) {
+            (None, Some(_)) => Status::Added,
+            (Some(_), None) => Status::Removed,
+            _ => Status::Changed,
+        };
+        let vs_base: Vec<&'static str> = match (&base, &live) {
+            (Some(b), Some(l)) => diff(b, l, g.compare).iter().map(|c| c.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        let sev = match (&prev, &live) {
+            (Some(p), Some(l)) => change_severity(g.class, p, l, &changes),
+            _ => severity(g.class, status, &changes),
+        };
+        let mut a = Alert::new(kind, sev);
+        a.path = Some(path.to_vec());
+        a.group = Some(g.name.clone());
+        a.class = Some(g.class);
+        a.outcome = Some(Outcome::Success);
+        a.process = t.who;
+        a.changes = changes.iter().map(|c| c.as_str()).collect();
+        a.detail
+            .insert("vs_baseline".into(), vs_base.clone().into());
+        if kind == Kind::Renamed {
+            a.detail.insert(
+                "direction".into(),
+                if live.is_some() { "to" } else { "from" }.into(),
+            );
+        }
+        hash_detail(&mut a, prev.as_ref(), live.as_ref());
+        let _ = self.alert.send(a);
+        // Update what "last observed" means for this path.
+        let same_as_base = match (&base, &live) {
+            (None, None) => true,
+            (Some(_), Some(_)) => vs_base.is_empty(),
+            _ => false,
+        };
+        if same_as_base {
+            self.drift.remove(path);
+        } else {
+            self.drift.insert(path.to_vec(), live);
+        }
+    }
+
+    /// Re-mark after the tree's shape changed (a new directory).
+    fn rescan_quiet_marks(&mut self) {
+        if let Err(e) = self.place_marks() {
+            tracing::warn!("re-marking: {e}");
+        }
+    }
+
+    /// Compare every watched entry with what was last observed; alert on each difference.
+    fn rescan(&mut self, why: &'static str) {
+        let snap = self.snap();
+        let (live, errors) = walk::collect(
+            &self.root,
+            &snap.policy,
+            WalkOptions {
+                threads: self.cfg.threads,
+                hash: true,
+            },
+            &|| {},
+        );
+        for e in &errors {
+            tracing::warn!("rescan: {e}");
+        }
+        let mut seen = HashSet::new();
+        let mut changed = 0usize;
+        let mut touches = Vec::new();
+        for l in live {
+            seen.insert(l.path.clone());
+            let prev = match self.drift.get(&l.path) {
+                Some(p) => p.clone(),
+                None => self.baseline_entry(&l.path),
+            };
+            let differs = match &prev {
+                None => true,
+                Some(p) => {
+                    let cmp = snap
+                        .policy
+                        .group(&l.group)
+                        .map_or_else(crate::policy::CompareSet::default_set, |g| g.compare);
+                    !diff(p, &l, cmp).is_empty()
+                }
+            };
+            if differs {
+                touches.push(l.path);
+            }
+        }
+        // Baselined or drifted paths that are gone.
+        let mut gone = Vec::new();
+        let _ = self.store.for_each_entry(|e| {
+            if !seen.contains(&e.path) && !matches!(self.drift.get(&e.path), Some(None)) {
+                gone.push(e.path);
+            }
+            Ok(())
+        });
+        for (p, v) in &self.drift {
+            if v.is_some() && !seen.contains(p) {
+                gone.push(p.clone());
+            }
+        }
+        touches.extend(gone);
+        touches.sort();
+        touches.dedup();
+        for p in touches {
+            changed += 1;
+            let now = Instant::now();
+            self.check_path(
+                &p,
+                Touch {
+                    first: now,
+                    last: now,
+                    mask: 0,
+                    who: None,
+                },
+            );
+        }
+        tracing::info!("rescan ({why}): {changed} entries differ from what was last seen");
+    }
+
+    fn reload(&mut self) {
+        let policy = match crate::policy::load(&self.cfg.policy) {
+            Ok(p) => p,
+            Err(e) => {
+                let mut a = Alert::new(Kind::PolicyReloaded, Severity::High);
+                a.outcome = Some(Outcome::Failure);
+                a.detail.insert("message".into(), format!("{e}").into());
+                let _ = self.alert.send(a);
+                return;
+            }
+        };
+        let store = match open_baseline(&self.cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut a = Alert::new(Kind::PolicyReloaded, Severity::High);
+                a.outcome = Some(Outcome::Failure);
+                a.detail.insert("message".into(), format!("{e}").into());
+                let _ = self.alert.send(a);
+                return;
+            }
+        };
+        let trust = build_trust(&policy, &self.root);
+        let digest = policy.digest.clone();
+        *write(&self.shared.snap) = Arc::new(Snapshot { policy, trust });
+        self.store = store;
+        let before = self.marked.len();
+        if let Err(e) = self.place_marks() {
+            tracing::warn!("re-marking after reload: {e}");
+        }
+        let drift = self.reconcile_quiet();
+        let mut a = Alert::new(Kind::PolicyReloaded, Severity::Info);
+        a.outcome = Some(Outcome::Success);
+        a.detail.insert("policy_digest".into(), digest.into());
+        a.detail.insert("marked_before".into(), before.into());
+        a.detail.insert("marked".into(), self.marked.len().into());
+        a.detail.insert("drift".into(), drift.into());
+        let _ = self.alert.send(a);
+    }
+
+    /// Recompute which paths differ from the (new) baseline without alerting.
+    fn reconcile_quiet(&mut self) -> usize {
+        let snap = self.snap();
+        let base = match self.store.entries() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("reading the baseline after reload: {e}");
+                return self.drift.len();
+            }
+        };
+        match crate::baseline::check::check(
+            &self.root,
+            &snap.policy,
+            move || Ok(base),
+            crate::baseline::check::CheckOptions {
+                threads: self.cfg.threads,
+                keep_clean: false,
+            },
+            &|| {},
+        ) {
+            Ok(r) => {
+                self.drift = r
+                    .findings
+                    .into_iter()
+                    .map(|f| (f.path, f.live.map(|b| *b)))
+                    .collect();
+                self.drift.len()
+            }
+            Err(e) => {
+                tracing::error!("reconcile after reload: {e}");
+                self.drift.len()
+            }
+        }
+    }
+}
+
+fn hash_detail(a: &mut Alert, before: Option<&Entry>, after: Option<&Entry>) {
+    if let Some(h) = before.and_then(|e| e.hashes) {
+        a.detail
+            .insert("blake3_before".into(), hex::encode(h.blake3).into());
+    }
+    if let Some(h) = after.and_then(|e| e.hashes) {
+        a.detail
+            .insert("blake3_after".into(), hex::encode(h.blake3).into());
+    }
+}
+
+pub(crate) fn kind_name(k: Kind) -> &'static str {
+    match serde_json::to_value(k) {
+        Ok(serde_json::Value::String(s)) => match s.as_str() {
+            "started" => "started",
+            "stopped" => "stopped",
+            "modified" => "modified",
+            "created" => "created",
+            "deleted" => "deleted",
+            "renamed" => "renamed",
+            "attrib" => "attrib",
+            "access" => "access",
+            "restored" => "restored",
+            "restore_abandoned" => "restore_abandoned",
+            "overflow" => "overflow",
+            "reconciled" => "reconciled",
+            "policy_reloaded" => "policy_reloaded",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
+/// Start the kernel-audit reader for the watched files; say once, clearly, when it cannot.
+fn start_audit(
+    shared: &Arc<Shared>,
+    checker: &Checker,
+    alerts: &SyncSender<Alert>,
+    threads: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Option<Arc<AtomicBool>> {
+    let _ = (shared, checker, alerts, threads);
+    None
+}
+
+fn shared_status(s: &Arc<Shared>) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
+    let s = s.clone();
+    Arc::new(move || status_json(&s))
+}
+
+fn status_json(s: &Shared) -> serde_json::Value {
+    let st = &s.stats;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let uptime = s.started.elapsed().as_secs_f64().max(0.001);
+    let mut buckets = Vec::new();
+    for (i, b) in st.latency.iter().enumerate() {
+        let le = LATENCY_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
+        buckets.push(serde_json::json!({"le_us": le, "count": l(b)}));
+    }
+    let rss_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    serde_json::json!({
+        "pid": s.self_pid,
+        "uptime_s": uptime as u64,
+        "marks": {"notify": l(&st.marks_notify), "perm": l(&st.marks_perm)},
+        "queue_depth": l(&st.queued),
+        "pending_decisions": lock(&s.pending).len(),
+        "events": {"perm": l(&st.perm_events), "notify": l(&st.notify_events)},
+        "events_per_s": {"perm": l(&st.perm_events) as f64 / uptime, "notify": l(&st.notify_events) as f64 / uptime},
+        "decisions": {"allowed": l(&st.allowed), "denied": l(&st.denied), "stalled": l(&st.stalled)},
+        "decisions_per_s": (l(&st.allowed) + l(&st.denied)) as f64 / uptime,
+        "decision_latency_us": buckets,
+        "checks": l(&st.checks),
+        "overflows": l(&st.overflows),
+        "alerts_dropped": l(&st.alerts_dropped),
+        "alerts": serde_json::to_value(&*lock(&st.alerts)).unwrap_or_default(),
+        "rss_kib": rss_kib,
+        "policy_digest": read(&s.snap).policy.digest,
+    })
+}
+
+/// Tell systemd (Type=notify) about our state, when it is listening.
+fn sd_notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_bytes();
+    let addr = if let Some(abs) = bytes.strip_prefix(b"@") {
+        std::os::unix::net::SocketAddr::from_abstract_name(abs)
+    } else {
+        std::os::unix::net::SocketAddr::from_pathname(std::path::Path::new(&path))
+    };
+    let Ok(addr) = addr else { return };
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = sock.send_to_addr(state.as_bytes(), &addr);
+    }
+}

@@ -1,0 +1,238 @@
+//! Self-monitoring: a root-only unix socket that answers one JSON status document per
+//! connection (`kmsentry status`), and an opt-in Prometheus text endpoint.
+
+use crate::error::{Error, Result};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Produces the current status document.
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Default status socket.
+pub const DEFAULT_SOCKET: &str = "/run/kmsentry/status.sock";
+
+/// Listen on `path` (its directory made 0700, the socket 0600) and answer each connection
+/// with the status document.
+pub fn serve(path: &Path, status: StatusFn) -> Result<std::thread::JoinHandle<()>> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |op: &'static str, e: std::io::Error| {
+        Error::io(op, path.as_os_str().as_bytes().to_vec(), e)
+    };
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| err("create status directory", e))?;
+        }
+    }
+    // A stale socket from a previous run (never a regular file or a symlink).
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if m.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        } else {
+            return Err(err(
+                "bind status socket",
+                std::io::Error::other("exists and is not a socket"),
+            ));
+        }
+    }
+    let listener =
+        std::os::unix::net::UnixListener::bind(path).map_err(|e| err("bind status socket", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err("chmod status socket", e))?;
+    std::thread::Builder::new()
+        .name("kmsentry-status".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut body = serde_json::to_vec_pretty(&status()).unwrap_or_default();
+                body.push(b'\n');
+                let _ = c.write_all(&body);
+            }
+        })
+        .map_err(|e| err("start status thread", e))
+}
+
+/// Ask a running daemon for its status.
+pub fn query(path: &Path) -> Result<serde_json::Value> {
+    let err = |op: &'static str, e: std::io::Error| {
+        Error::io(op, path.as_os_str().as_bytes().to_vec(), e)
+    };
+    let c = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| err("connect to the daemon's status socket", e))?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| err("set timeout", e))?;
+    let mut buf = Vec::new();
+    c.take(16 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| err("read status", e))?;
+    serde_json::from_slice(&buf).map_err(|e| err("parse status", std::io::Error::other(e)))
+}
+
+/// Serve `GET /metrics` (Prometheus text format) on `addr` (meant for loopback).
+pub fn serve_metrics(
+    addr: std::net::SocketAddr,
+    status: StatusFn,
+) -> Result<std::thread::JoinHandle<()>> {
+    let err = |op: &'static str, e: std::io::Error| Error::io(op, addr.to_string().into_bytes(), e);
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|e| err("bind metrics endpoint", e))?;
+    std::thread::Builder::new()
+        .name("kmsentry-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+                let mut req = [0u8; 1024];
+                let n = c.read(&mut req).unwrap_or(0);
+                let ok = req[..n].starts_with(b"GET /metrics");
+                let body = if ok { prometheus(&status()) } else { String::from("not found\n") };
+                let head = format!(
+                    "HTTP/1.1 {}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    if ok { "200 OK" } else { "404 Not Found" },
+                    body.len()
+                );
+                let _ = c.write_all(head.as_bytes());
+                let _ = c.write_all(body.as_bytes());
+            }
+        })
+        .map_err(|e| err("start metrics thread", e))
+}
+
+/// The status document as Prometheus metrics.
+pub fn prometheus(s: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP kmsentry_{name} {help}\n# TYPE kmsentry_{name} {kind}\nkmsentry_{name} {v}"
+        );
+    };
+    gauge(
+        "marks_notify",
+        "Inodes marked in the notification group.",
+        "gauge",
+        num(&s["marks"]["notify"]),
+    );
+    gauge(
+        "marks_perm",
+        "Inodes marked in the permission group.",
+        "gauge",
+        num(&s["marks"]["perm"]),
+    );
+    gauge(
+        "queue_depth",
+        "Events waiting for the checker.",
+        "gauge",
+        num(&s["queue_depth"]),
+    );
+    gauge(
+        "perm_events_total",
+        "Permission events answered.",
+        "counter",
+        num(&s["events"]["perm"]),
+    );
+    gauge(
+        "notify_events_total",
+        "Notification events read.",
+        "counter",
+        num(&s["events"]["notify"]),
+    );
+    gauge(
+        "allowed_total",
+        "Opens allowed.",
+        "counter",
+        num(&s["decisions"]["allowed"]),
+    );
+    gauge(
+        "denied_total",
+        "Opens denied.",
+        "counter",
+        num(&s["decisions"]["denied"]),
+    );
+    gauge(
+        "stalled_total",
+        "Decisions answered by on_stall.",
+        "counter",
+        num(&s["decisions"]["stalled"]),
+    );
+    gauge(
+        "overflows_total",
+        "Kernel queue overflows.",
+        "counter",
+        num(&s["overflows"]),
+    );
+    gauge(
+        "alerts_dropped_total",
+        "Alerts dropped because the sink queue was full.",
+        "counter",
+        num(&s["alerts_dropped"]),
+    );
+    gauge(
+        "rss_bytes",
+        "Resident set size.",
+        "gauge",
+        num(&s["rss_kib"]) * 1024.0,
+    );
+    let _ = writeln!(out, "# HELP kmsentry_alerts_total Alerts raised, by kind.\n# TYPE kmsentry_alerts_total counter");
+    if let Some(m) = s["alerts"].as_object() {
+        for (k, v) in m {
+            let _ = writeln!(out, "kmsentry_alerts_total{{kind=\"{k}\"}} {}", num(v));
+        }
+    }
+    let _ = writeln!(out, "# HELP kmsentry_decision_latency_us Permission decision latency.\n# TYPE kmsentry_decision_latency_us histogram");
+    let mut cum = 0.0;
+    if let Some(b) = s["decision_latency_us"].as_array() {
+        for x in b {
+            cum += num(&x["count"]);
+            let le = x["le_us"].as_str().unwrap_or("+Inf");
+            let _ = writeln!(
+                out,
+                "kmsentry_decision_latency_us_bucket{{le=\"{le}\"}} {cum}"
+            );
+        }
+    }
+    let _ = writeln!(out, "kmsentry_decision_latency_us_count {cum}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_histogram_and_kinds() {
+        let s = serde_json::json!({
+            "marks": {"notify": 3, "perm": 1},
+            "alerts": {"access": 2},
+            "decision_latency_us": [{"le_us": "5", "count": 1}, {"le_us": "+Inf", "count": 2}],
+        });
+        let t = prometheus(&s);
+        assert!(t.contains("kmsentry_marks_notify 3"));
+        assert!(t.contains("kmsentry_alerts_total{kind=\"access\"} 2"));
+        assert!(t.contains("kmsentry_decision_latency_us_bucket{le=\"+Inf\"} 3"));
+    }
+
+    #[test]
+    fn socket_round_trip() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("s/status.sock");
+        let _h = serve(&p, Arc::new(|| serde_json::json!({"pid": 7}))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(query(&p).unwrap()["pid"], 7);
+    }
+}
