@@ -1,4 +1,28 @@
-//! Alert records: one JSON object per line (see DESIGN, "Alerts").
+//! Alerts: the record type the daemon builds, its one canonical JSON line, the hash chain
+//! over those lines, signed checkpoints, and the sinks (JSONL file, stdout, RFC 5424 syslog,
+//! journald).
+//!
+//! Owns: turning an [`Alert`] into exactly one line of bytes ([`record::render`]), chaining
+//! each line to the previous one (`prev` = BLAKE3 of the previous line's exact bytes), and
+//! delivering that same line to every sink ([`Alerter`]). [`verify`] checks a chain offline
+//! (`kmsentry log verify`).
+//!
+//! Must not: put file content or key material in a record; let a failing network sink stop
+//! the file sink or block for long; print a name without [`crate::sanitize`].
+//! Layout: [`record`] (serialisation, hashing), [`jsonl`] (the file: append, fsync, rotation,
+//! crash recovery), [`syslog`], [`journald`], [`checkpoint`] (ed25519 over the chain head),
+//! [`alerter`] (stamping and fan-out), [`verify`].
+
+pub mod alerter;
+pub mod checkpoint;
+pub mod journald;
+pub mod jsonl;
+pub mod record;
+pub mod syslog;
+pub mod verify;
+
+pub use alerter::{AlertConfig, Alerter, Emitted};
+pub use syslog::SyslogTarget;
 
 use crate::baseline::diff::Severity;
 use crate::policy::schema::Class;
@@ -23,6 +47,31 @@ pub enum Kind {
     PolicyReloaded,
     /// The daemon's own trouble (audit unavailable, a sink failing, a stalled decision).
     Health,
+    /// A signature over the chain head (written by the [`Alerter`] itself, never by callers).
+    Checkpoint,
+}
+
+impl Kind {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Started => "started",
+            Kind::Stopped => "stopped",
+            Kind::Modified => "modified",
+            Kind::Created => "created",
+            Kind::Deleted => "deleted",
+            Kind::Renamed => "renamed",
+            Kind::Attrib => "attrib",
+            Kind::Access => "access",
+            Kind::Restored => "restored",
+            Kind::RestoreAbandoned => "restore_abandoned",
+            Kind::Overflow => "overflow",
+            Kind::Reconciled => "reconciled",
+            Kind::PolicyReloaded => "policy_reloaded",
+            Kind::Health => "health",
+            Kind::Checkpoint => "checkpoint",
+        }
+    }
 }
 
 /// Whether the act the alert reports succeeded.
@@ -34,7 +83,18 @@ pub enum Outcome {
     Denied,
 }
 
-/// One alert before the sink stamps `ts`, `host` and `prev` on it.
+impl Outcome {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// One alert before the [`Alerter`] stamps `ts`, `seq`, `host` and `prev` on it.
 #[derive(Clone, Debug)]
 pub struct Alert {
     pub kind: Kind,

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod key;
+mod log;
 mod policy;
 mod verify;
 
@@ -62,6 +63,15 @@ enum Command {
     /// Manage the ed25519 keys that sign baselines.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Check alert logs.
+    #[command(subcommand)]
+    Log(LogCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCmd {
+    /// Check an alert log's hash chain (and signed checkpoints); name the first broken line.
+    Verify(log::VerifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +141,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Verify(a) => verify::verify(&a, common),
         Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
         Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
+        Command::Log(LogCmd::Verify(a)) => log::verify(&a),
     }
 }
 
