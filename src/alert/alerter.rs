@@ -101,6 +101,25 @@ impl Failures {
     }
 }
 
+/// A record stamped and rendered, not yet delivered.
+#[derive(Debug)]
+struct Staged {
+    line: String,
+    alert: Alert,
+    ts: String,
+    seq: u64,
+}
+
+/// The chain state, kept to undo staging when the file refuses a batch.
+#[derive(Debug)]
+struct Snapshot {
+    head_seq: u64,
+    head_hash: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    damage: Option<serde_json::Value>,
+}
+
 /// Stamps, chains and delivers alerts.
 #[derive(Debug)]
 pub struct Alerter {
@@ -207,17 +226,35 @@ impl Alerter {
     }
 
     /// Stamp, chain and deliver one alert; then a checkpoint if one is due (always after
-    /// `stopped` when signing). Returns once the record is fsync'd in the file; fails only
-    /// when the file could not take it. A failed checkpoint is warned about, not returned.
+    /// `stopped` when signing). Returns once the record (and its checkpoint) is fsync'd in
+    /// the file; fails only when the file could not take them.
     pub fn emit(&mut self, a: Alert) -> Result<Emitted> {
-        let stopped = a.kind == Kind::Stopped;
-        let e = self.write(a)?;
-        if self.signer.is_some() && (stopped || self.checkpoint_due()) {
-            if let Err(err) = self.checkpoint() {
-                tracing::warn!("alert checkpoint: {err}");
+        let mut v = self.emit_batch(vec![a])?;
+        v.pop()
+            .ok_or_else(|| Error::Integrity("alert not written".into()))
+    }
+
+    /// [`emit`](Self::emit) for several alerts with one `write` and one `fdatasync`: when a
+    /// queue has backed up, this spends one disk flush on all of them. Returns what each
+    /// alert became (checkpoints written in between are not listed); on error none of them
+    /// is known to be on disk.
+    pub fn emit_batch(&mut self, alerts: Vec<Alert>) -> Result<Vec<Emitted>> {
+        self.recover();
+        let saved = self.snapshot();
+        let mut staged = Vec::with_capacity(alerts.len() + 1);
+        let mut out = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let stopped = a.kind == Kind::Stopped;
+            out.push(self.stage(a, &mut staged));
+            if self.signer.is_some() && (stopped || self.checkpoint_due()) {
+                self.stage_checkpoint(&mut staged);
             }
         }
-        Ok(e)
+        if let Err(e) = self.commit(&staged) {
+            self.restore(saved);
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Write a checkpoint if the interval has passed since the last one and records came
@@ -241,96 +278,156 @@ impl Alerter {
 
     /// Sign the chain head now. `None` without a key or before the first record.
     pub fn checkpoint(&mut self) -> Result<Option<Emitted>> {
-        let Some(key) = &self.signer else {
+        self.recover();
+        let saved = self.snapshot();
+        let mut staged = Vec::new();
+        let Some(e) = self.stage_checkpoint(&mut staged) else {
             return Ok(None);
         };
-        if self.head_seq == 0 {
-            return Ok(None);
+        if let Err(err) = self.commit(&staged) {
+            self.restore(saved);
+            return Err(err);
         }
-        let mut a = Alert::new(Kind::Checkpoint, Severity::Info);
-        a.detail = checkpoint::detail(key, self.head_seq, &self.head_hash);
-        let e = self.write(a)?;
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
         Ok(Some(e))
     }
 
-    fn write(&mut self, mut a: Alert) -> Result<Emitted> {
-        let mut file_err = None;
-        if let Some(f) = &mut self.file {
-            if f.needs_recovery() {
-                match f.reopen() {
-                    Ok(tail) => {
-                        // An empty file after a half-done rotation continues the chain.
-                        if let Some((seq, hash)) = tail.last.clone() {
-                            self.head_seq = seq;
-                            self.head_hash = hash;
-                        }
-                        self.damage = tail.damaged.map(|d| d.to_value());
-                    }
-                    Err(e) => file_err = Some(e),
-                }
-            }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            head_seq: self.head_seq,
+            head_hash: self.head_hash.clone(),
+            since_checkpoint: self.since_checkpoint,
+            last_checkpoint: self.last_checkpoint,
+            damage: self.damage.clone(),
         }
+    }
+
+    fn restore(&mut self, s: Snapshot) {
+        self.head_seq = s.head_seq;
+        self.head_hash = s.head_hash;
+        self.since_checkpoint = s.since_checkpoint;
+        self.last_checkpoint = s.last_checkpoint;
+        self.damage = s.damage;
+    }
+
+    fn stage_checkpoint(&mut self, staged: &mut Vec<Staged>) -> Option<Emitted> {
+        let key = self.signer.as_ref()?;
+        if self.head_seq == 0 {
+            return None;
+        }
+        let mut a = Alert::new(Kind::Checkpoint, Severity::Info);
+        a.detail = checkpoint::detail(key, self.head_seq, &self.head_hash);
+        let e = self.stage(a, staged);
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Some(e)
+    }
+
+    /// After a failed write, re-read the file's tail: the chain continues from what reached
+    /// the disk.
+    fn recover(&mut self) {
+        let Some(f) = &mut self.file else {
+            return;
+        };
+        if !f.needs_recovery() {
+            return;
+        }
+        // On error the file stays marked and `commit` reports it.
+        if let Ok(tail) = f.reopen() {
+            // An empty file after a half-done rotation continues the in-memory chain.
+            if let Some((seq, hash)) = tail.last {
+                self.head_seq = seq;
+                self.head_hash = hash;
+            }
+            self.damage = tail.damaged.map(|d| d.to_value());
+        }
+    }
+
+    /// Stamp and render one record, advancing the head (undone by the caller on failure).
+    fn stage(&mut self, mut a: Alert, staged: &mut Vec<Staged>) -> Emitted {
         if let Some(d) = self.damage.take() {
             a.detail.insert("damaged_tail".into(), d);
         }
         let ts = now_ts();
         let seq = self.head_seq + 1;
-        let stamp = Stamp {
-            ts: &ts,
-            seq,
-            host: &self.host,
-            prev: &self.head_hash,
-        };
-        let line = render(&a, &stamp);
-        if file_err.is_none() {
-            if let Some(f) = &mut self.file {
-                if let Err(e) = f.append(line.as_bytes()) {
-                    file_err = Some(Error::io("write alert log", name_of(f.path()), e));
-                }
-            }
-        }
-        let r = Rendered {
-            line: &line,
-            alert: &a,
-            ts: &ts,
-            seq,
-            host: &self.host,
-        };
-        if let Some(fails) = &mut self.stdout {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out
-                .write_all(line.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .and_then(|()| out.flush())
-            {
-                fails.fail(&e);
-            }
-        }
-        for (sink, fails) in &mut self.syslog {
-            if let Err(e) = sink.send(&r) {
-                fails.fail(&e);
-            }
-        }
-        if let Some((sink, fails)) = &mut self.journald {
-            if let Err(e) = sink.send(&r) {
-                fails.fail(&e);
-            }
-        }
-        if let Some(e) = file_err {
-            return Err(e);
-        }
+        let line = render(
+            &a,
+            &Stamp {
+                ts: &ts,
+                seq,
+                host: &self.host,
+                prev: &self.head_hash,
+            },
+        );
         self.head_seq = seq;
         self.head_hash = line_hash(line.as_bytes());
         if a.kind != Kind::Checkpoint {
             self.since_checkpoint += 1;
         }
-        Ok(Emitted {
+        staged.push(Staged {
+            line,
+            alert: a,
+            ts,
+            seq,
+        });
+        Emitted {
             seq,
             hash: self.head_hash.clone(),
-        })
+        }
+    }
+
+    /// The file first (one write, one fdatasync), then every other sink, even when the file
+    /// failed: a full disk must not silence syslog.
+    fn commit(&mut self, staged: &[Staged]) -> Result<()> {
+        let mut file_err = None;
+        if let Some(f) = &mut self.file {
+            let name = name_of(f.path());
+            if f.needs_recovery() {
+                file_err = Some(Error::io(
+                    "write alert log",
+                    name,
+                    std::io::Error::other("the log could not be reopened"),
+                ));
+            } else {
+                let lines: Vec<&[u8]> = staged.iter().map(|s| s.line.as_bytes()).collect();
+                if let Err(e) = f.append_many(&lines) {
+                    file_err = Some(Error::io("write alert log", name, e));
+                }
+            }
+        }
+        for s in staged {
+            let r = Rendered {
+                line: &s.line,
+                alert: &s.alert,
+                ts: &s.ts,
+                seq: s.seq,
+                host: &self.host,
+            };
+            if let Some(fails) = &mut self.stdout {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                if let Err(e) = out
+                    .write_all(s.line.as_bytes())
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush())
+                {
+                    fails.fail(&e);
+                }
+            }
+            for (sink, fails) in &mut self.syslog {
+                if let Err(e) = sink.send(&r) {
+                    fails.fail(&e);
+                }
+            }
+            if let Some((sink, fails)) = &mut self.journald {
+                if let Err(e) = sink.send(&r) {
+                    fails.fail(&e);
+                }
+            }
+        }
+        match file_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Flush buffered output (the file is already fsync'd per record).
@@ -467,6 +564,57 @@ mod tests {
         assert!(!old.is_empty() && !new.is_empty());
         let first = parse(new[0].as_bytes()).unwrap();
         assert_eq!(first.prev, line_hash(old.last().unwrap().as_bytes()));
+    }
+
+    #[test]
+    fn a_batch_is_one_write_with_checkpoints_in_place() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.jsonl");
+        let key = t.path().join("k");
+        crate::store::signing::write_keypair(&crate::store::signing::generate().unwrap(), &key)
+            .unwrap();
+        let mut c = cfg(&p);
+        c.sign_key = Some(key);
+        let mut al = Alerter::new(c).unwrap();
+        let got = al
+            .emit_batch(vec![
+                Alert::new(Kind::Modified, Severity::High),
+                Alert::new(Kind::Stopped, Severity::Info),
+                Alert::new(Kind::Started, Severity::Info),
+            ])
+            .unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 4],
+            "the checkpoint after `stopped` takes seq 3"
+        );
+        assert_eq!(al.head().0, 4);
+        let kinds: Vec<String> = lines(&p)
+            .iter()
+            .map(|l| parse(l.as_bytes()).unwrap().kind)
+            .collect();
+        assert_eq!(kinds, ["modified", "stopped", "checkpoint", "started"]);
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error_and_the_chain_resumes_from_the_disk() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.jsonl");
+        let mut al = Alerter::new(cfg(&p)).unwrap();
+        al.emit(Alert::new(Kind::Started, Severity::Info)).unwrap();
+        // Replace the file with a directory: reopening fails until it is a file again.
+        std::fs::rename(&p, t.path().join("moved")).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        if let Some(f) = &mut al.file {
+            f.mark_for_recovery();
+        }
+        assert!(al.emit(Alert::new(Kind::Modified, Severity::High)).is_err());
+        assert_eq!(al.head().0, 1);
+        std::fs::remove_dir(&p).unwrap();
+        std::fs::rename(t.path().join("moved"), &p).unwrap();
+        let e = al.emit(Alert::new(Kind::Modified, Severity::High)).unwrap();
+        assert_eq!(e.seq, 2);
+        assert_eq!(lines(&p).len(), 2);
     }
 
     #[test]

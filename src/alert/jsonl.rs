@@ -153,6 +153,12 @@ impl JsonlFile {
         self.file.is_none()
     }
 
+    /// Force a re-read of the tail before the next append (tests simulate a failed write).
+    #[cfg(test)]
+    pub(crate) fn mark_for_recovery(&mut self) {
+        self.file = None;
+    }
+
     /// (Re)open the file and read its tail.
     pub fn reopen(&mut self) -> Result<Tail> {
         let name = pathname(&self.path);
@@ -187,20 +193,31 @@ impl JsonlFile {
     /// Append one record line (without newline) and fsync. Rotates first when the line would
     /// take the file past `max_bytes`. On error the file is marked for recovery.
     pub fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let r = self.try_append(line);
+        self.append_many(&[line])
+    }
+
+    /// Append several lines with one `write` and one `fdatasync` (rotation happens only
+    /// between batches, so a batch may take the file past `max_bytes`).
+    pub fn append_many(&mut self, lines: &[&[u8]]) -> std::io::Result<()> {
+        let r = self.try_append(lines);
         if r.is_err() {
             self.file = None;
         }
         r
     }
 
-    fn try_append(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let mut buf = Vec::with_capacity(line.len() + 2);
+    fn try_append(&mut self, lines: &[&[u8]]) -> std::io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1);
         if self.pending_newline {
             buf.push(b'\n');
         }
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
+        for l in lines {
+            buf.extend_from_slice(l);
+            buf.push(b'\n');
+        }
         if let Some(max) = self.max_bytes {
             // A partial last line is terminated (and acknowledged) in its own file first.
             if !self.pending_newline && self.size > 0 && self.size + buf.len() as u64 > max {
