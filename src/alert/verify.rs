@@ -427,3 +427,95 @@ pub fn verify_files(paths: &[PathBuf], opts: &Options) -> Result<Report> {
     }
     Ok(st.report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, AlertConfig, Alerter, Kind};
+    use crate::baseline::diff::Severity;
+    use std::path::Path;
+
+    fn log(p: &Path, n: usize) {
+        let mut al = Alerter::new(AlertConfig {
+            host: "h".into(),
+            file: Some(p.to_path_buf()),
+            ..AlertConfig::default()
+        })
+        .unwrap();
+        for _ in 0..n {
+            al.emit(Alert::new(Kind::Modified, Severity::High)).unwrap();
+        }
+    }
+
+    fn check(p: &Path) -> Report {
+        verify_files(&[p.to_path_buf()], &Options::default()).unwrap()
+    }
+
+    #[test]
+    fn the_alerter_is_send_for_the_daemons_worker_thread() {
+        fn send<T: Send>() {}
+        send::<Alerter>();
+    }
+
+    #[test]
+    fn an_intact_log_reports_its_range_and_head() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.jsonl");
+        log(&p, 3);
+        let r = check(&p);
+        assert!(r.intact(), "{:?}", r.problem);
+        assert_eq!((r.records, r.first_seq, r.last_seq), (3, Some(1), Some(3)));
+        assert!(r.notes.is_empty());
+        let last = std::fs::read(&p).unwrap();
+        let last = last[..last.len() - 1]
+            .rsplit(|&b| b == b'\n')
+            .next()
+            .unwrap();
+        assert_eq!(r.head.unwrap(), line_hash(last));
+    }
+
+    #[test]
+    fn an_acknowledgement_without_damage_before_it_is_a_break() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.jsonl");
+        log(&p, 1);
+        // A crash, a restart that acknowledges it, then the damaged line removed.
+        let mut d = std::fs::read(&p).unwrap();
+        d.extend_from_slice(b"{\"ts");
+        std::fs::write(&p, &d).unwrap();
+        log(&p, 1);
+        assert!(check(&p).intact());
+        let text = std::fs::read_to_string(&p).unwrap();
+        let kept: Vec<&str> = text.lines().filter(|l| *l != "{\"ts").collect();
+        std::fs::write(&p, kept.join("\n") + "\n").unwrap();
+        let r = check(&p);
+        let pr = r.problem.unwrap();
+        assert_eq!(pr.at.line, 2);
+        assert!(
+            pr.what.contains("acknowledges damaged lines"),
+            "{}",
+            pr.what
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_intact_and_an_overlong_line_is_not() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("a.jsonl");
+        std::fs::write(&p, "").unwrap();
+        assert!(check(&p).intact());
+        let mut big = vec![b'x'; (MAX_LINE + 10) as usize];
+        big.push(b'\n');
+        std::fs::write(&p, &big).unwrap();
+        let pr = check(&p).problem.unwrap();
+        assert!(pr.what.contains("longer than 1 MiB"), "{}", pr.what);
+        assert!(verify_files(
+            std::slice::from_ref(&p),
+            &Options {
+                key: None,
+                stopped: true
+            }
+        )
+        .is_err());
+    }
+}
