@@ -23,6 +23,9 @@
 //!    changed attributes and a severity from the group's class.
 //! 5. **Report** ([`report`]): human text, JSON, JUnit, SARIF, and the stable
 //!    `baseline export` manifest. Every name passes through [`sanitize`].
+//! 6. **Alerts** ([`alert`]): the daemon's records, one canonical JSON line each, chained by
+//!    BLAKE3 and signed at checkpoints, delivered to the JSONL file (fsync'd), stdout, syslog
+//!    and journald; `log verify` ([`alert::verify`]) names the first broken line.
 //!
 //! [`cli`] is the only code that prints; [`error::Error`] maps every failure to the exit
 //! status of [`exit::ExitCode`] (0 clean, 1 drift, 2 usage/policy, 3 integrity).

@@ -241,6 +241,57 @@ fn enforce_denies_others_and_allows_the_allowed_exe() {
     );
     // After the daemon is gone, nothing is denied any more.
     assert!(cat(&key).status.success());
+    // The daemon's log is an intact hash chain.
+    let r = w.env.run(&[
+        "log".as_ref(),
+        "verify".as_ref(),
+        w.alerts_path().as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn signed_checkpoints_cover_a_stopped_daemons_log() {
+    require_root!();
+    let mut w = Watch::new();
+    w.write("keys/client.key", b"k\n", 0o600);
+    w.write("conf/kms.yaml", b"x\n", 0o644);
+    let reader = allowed_reader(&w);
+    w.policy(&keys_policy(&w, "enforce", &reader));
+    w.init();
+    let key = w.env.path("log.key");
+    let r = w.env.run(&[
+        "key".as_ref(),
+        "gen".as_ref(),
+        "--out".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    w.start(&[
+        "--sign-key",
+        key.to_str().unwrap(),
+        "--checkpoint-every",
+        "2",
+    ]);
+    assert!(!cat(&w.p("keys/client.key")).status.success());
+    w.stop();
+    let pubkey = w.env.path("log.key.pub");
+    let log = w.alerts_path();
+    let verify = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["log".as_ref(), "verify".as_ref()];
+        args.push(log.as_os_str());
+        args.extend(["--key".as_ref(), pubkey.as_os_str()]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        w.env.run(&args)
+    };
+    let r = verify(&["--stopped"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    // Cut the tail (the stopped record and its checkpoint): detected.
+    let text = std::fs::read_to_string(w.alerts_path()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines[..lines.len() - 2].join("\n") + "\n";
+    std::fs::write(w.alerts_path(), cut).unwrap();
+    assert_eq!(verify(&["--stopped"]).code, 3);
 }
 
 #[test]

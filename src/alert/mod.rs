@@ -1,4 +1,28 @@
-//! Alert records: one JSON object per line (see DESIGN, "Alerts").
+//! Alerts: the record type the daemon builds, its one canonical JSON line, the hash chain
+//! over those lines, signed checkpoints, and the sinks (JSONL file, stdout, RFC 5424 syslog,
+//! journald).
+//!
+//! Owns: turning an [`Alert`] into exactly one line of bytes ([`record::render`]), chaining
+//! each line to the previous one (`prev` = BLAKE3 of the previous line's exact bytes), and
+//! delivering that same line to every sink ([`Alerter`]). [`verify`] checks a chain offline
+//! (`kmsentry log verify`).
+//!
+//! Must not: put file content or key material in a record; let a failing network sink stop
+//! the file sink or block for long; print a name without [`crate::sanitize`].
+//! Layout: [`record`] (serialisation, hashing), [`jsonl`] (the file: append, fsync, rotation,
+//! crash recovery), [`syslog`], [`journald`], [`checkpoint`] (ed25519 over the chain head),
+//! [`alerter`] (stamping and fan-out), [`verify`].
+
+pub mod alerter;
+pub mod checkpoint;
+pub mod journald;
+pub mod jsonl;
+pub mod record;
+pub mod syslog;
+pub mod verify;
+
+pub use alerter::{AlertConfig, Alerter, Emitted};
+pub use syslog::SyslogTarget;
 
 use crate::baseline::diff::Severity;
 use crate::policy::schema::Class;
@@ -23,6 +47,31 @@ pub enum Kind {
     PolicyReloaded,
     /// The daemon's own trouble (audit unavailable, a sink failing, a stalled decision).
     Health,
+    /// A signature over the chain head (written by the [`Alerter`] itself, never by callers).
+    Checkpoint,
+}
+
+impl Kind {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Started => "started",
+            Kind::Stopped => "stopped",
+            Kind::Modified => "modified",
+            Kind::Created => "created",
+            Kind::Deleted => "deleted",
+            Kind::Renamed => "renamed",
+            Kind::Attrib => "attrib",
+            Kind::Access => "access",
+            Kind::Restored => "restored",
+            Kind::RestoreAbandoned => "restore_abandoned",
+            Kind::Overflow => "overflow",
+            Kind::Reconciled => "reconciled",
+            Kind::PolicyReloaded => "policy_reloaded",
+            Kind::Health => "health",
+            Kind::Checkpoint => "checkpoint",
+        }
+    }
 }
 
 /// Whether the act the alert reports succeeded.
@@ -34,7 +83,18 @@ pub enum Outcome {
     Denied,
 }
 
-/// One alert before the sink stamps `ts`, `host` and `prev` on it.
+impl Outcome {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// One alert before the [`Alerter`] stamps `ts`, `seq`, `host` and `prev` on it.
 #[derive(Clone, Debug)]
 pub struct Alert {
     pub kind: Kind,
@@ -66,116 +126,4 @@ impl Alert {
             detail: serde_json::Map::new(),
         }
     }
-}
-
-// --- minimal sink (replaced by the full alert pipeline) ---
-use std::path::PathBuf;
-use std::time::Duration;
-
-#[derive(Clone, Debug)]
-pub enum SyslogTarget {
-    Unix(PathBuf),
-}
-
-impl std::str::FromStr for SyslogTarget {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(SyslogTarget::Unix(PathBuf::from(s)))
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct AlertConfig {
-    pub host: String,
-    pub file: Option<PathBuf>,
-    pub max_bytes: Option<u64>,
-    pub keep: usize,
-    pub stdout: bool,
-    pub syslog: Vec<SyslogTarget>,
-    pub journald: bool,
-    pub sign_key: Option<PathBuf>,
-    pub checkpoint_every: Option<u64>,
-    pub checkpoint_interval: Option<Duration>,
-}
-
-pub struct Alerter {
-    cfg: AlertConfig,
-    file: Option<std::fs::File>,
-    seq: u64,
-}
-
-impl Alerter {
-    pub fn new(cfg: AlertConfig) -> crate::error::Result<Alerter> {
-        let file = match &cfg.file {
-            Some(p) => Some(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(p)
-                    .map_err(|e| crate::error::Error::io("open", b"alerts".to_vec(), e))?,
-            ),
-            None => None,
-        };
-        Ok(Alerter { cfg, file, seq: 0 })
-    }
-
-    pub fn emit(&mut self, a: Alert) -> crate::error::Result<()> {
-        use std::io::Write;
-        let mut m = serde_json::Map::new();
-        m.insert("ts".into(), jiff::Timestamp::now().to_string().into());
-        m.insert("seq".into(), self.seq.into());
-        self.seq += 1;
-        m.insert(
-            "kind".into(),
-            serde_json::to_value(a.kind).unwrap_or_default(),
-        );
-        m.insert("severity".into(), a.severity.as_str().into());
-        m.insert("host".into(), self.cfg.host.clone().into());
-        if let Some(p) = &a.path {
-            m.insert(
-                "path".into(),
-                crate::sanitize::JsonName(p).text().into_owned().into(),
-            );
-        }
-        if let Some(g) = &a.group {
-            m.insert("group".into(), g.clone().into());
-        }
-        if let Some(o) = a.outcome {
-            m.insert(
-                "outcome".into(),
-                serde_json::to_value(o).unwrap_or_default(),
-            );
-        }
-        if let Some(p) = &a.process {
-            m.insert(
-                "process".into(),
-                serde_json::json!({"pid": p.pid, "ppid": p.ppid, "uid": p.uid, "auid": p.auid,
-                    "exe": p.exe.as_deref().map(|e| crate::sanitize::JsonName(e).text().into_owned()),
-                    "comm": crate::sanitize::JsonName(&p.comm).text().into_owned(),
-                    "cmdline": crate::sanitize::JsonName(&p.cmdline).text().into_owned(),
-                    "user": p.user}),
-            );
-        }
-        if !a.changes.is_empty() {
-            m.insert("changes".into(), a.changes.clone().into());
-        }
-        if let Some(r) = &a.rule {
-            m.insert("rule".into(), r.clone().into());
-        }
-        if !a.detail.is_empty() {
-            m.insert("detail".into(), a.detail.clone().into());
-        }
-        let mut line = serde_json::to_vec(&m).unwrap_or_default();
-        line.push(b'\n');
-        if let Some(f) = &mut self.file {
-            let _ = f.write_all(&line);
-            let _ = f.sync_data();
-        }
-        if self.cfg.stdout {
-            let _ = std::io::stdout().write_all(&line);
-        }
-        Ok(())
-    }
-
-    pub fn flush(&mut self) {}
 }

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod key;
+mod log;
 mod policy;
 mod verify;
 mod watch;
@@ -67,6 +68,15 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Ask the running daemon how it is doing.
     Status(watch::StatusArgs),
+    /// Check alert logs.
+    #[command(subcommand)]
+    Log(LogCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCmd {
+    /// Check an alert log's hash chain (and signed checkpoints); name the first broken line.
+    Verify(log::VerifyArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +148,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
         Command::Watch(a) => watch::watch(&a, common),
         Command::Status(a) => watch::status(&a),
+        Command::Log(LogCmd::Verify(a)) => log::verify(&a),
     }
 }
 

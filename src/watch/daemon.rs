@@ -276,12 +276,34 @@ pub fn run(cfg: Config) -> Result<()> {
     let alert_thread = {
         let s = shared.clone();
         spawn("kmsentry-alert", move || {
-            for a in alert_rx {
-                let kind = a.kind;
-                if let Err(e) = alerter.emit(a) {
+            // Batch what is queued into one write + one fsync; tick for timed checkpoints.
+            loop {
+                let first = match alert_rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(a) => a,
+                    Err(RecvTimeoutError::Timeout) => {
+                        if let Err(e) = alerter.tick() {
+                            tracing::error!("alert checkpoint: {e}");
+                        }
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match alert_rx.try_recv() {
+                        Ok(a) => batch.push(a),
+                        Err(_) => break,
+                    }
+                }
+                {
+                    let mut counts = lock(&s.stats.alerts);
+                    for a in &batch {
+                        *counts.entry(a.kind.as_str()).or_insert(0) += 1;
+                    }
+                }
+                if let Err(e) = alerter.emit_batch(batch) {
                     tracing::error!("alert sink: {e}");
                 }
-                *lock(&s.stats.alerts).entry(kind_name(kind)).or_insert(0) += 1;
             }
             alerter.flush();
         })?
@@ -1561,28 +1583,6 @@ fn hash_detail(a: &mut Alert, before: Option<&Entry>, after: Option<&Entry>) {
     if let Some(h) = after.and_then(|e| e.hashes) {
         a.detail
             .insert("blake3_after".into(), hex::encode(h.blake3).into());
-    }
-}
-
-pub(crate) fn kind_name(k: Kind) -> &'static str {
-    match serde_json::to_value(k) {
-        Ok(serde_json::Value::String(s)) => match s.as_str() {
-            "started" => "started",
-            "stopped" => "stopped",
-            "modified" => "modified",
-            "created" => "created",
-            "deleted" => "deleted",
-            "renamed" => "renamed",
-            "attrib" => "attrib",
-            "access" => "access",
-            "restored" => "restored",
-            "restore_abandoned" => "restore_abandoned",
-            "overflow" => "overflow",
-            "reconciled" => "reconciled",
-            "policy_reloaded" => "policy_reloaded",
-            _ => "other",
-        },
-        _ => "other",
     }
 }
 
