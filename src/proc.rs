@@ -65,32 +65,28 @@ pub struct Identity {
 /// Read what `/proc` says about `pid`. Never blocks on anything but procfs; missing pieces
 /// (a process that exited, a kernel thread without an executable) stay empty.
 pub fn identify(pid: u32) -> Identity {
+    let mut id = identify_basic(pid, true);
+    complete(&mut id);
+    id
+}
+
+/// What a permission decision needs, in as few syscalls as possible: uids and ppid
+/// (`status`), the executable's path and identity, and (when `with_parent`) the parent's
+/// executable. [`complete`] adds the rest when an alert is to be written.
+pub fn identify_basic(pid: u32, with_parent: bool) -> Identity {
     let mut info = ProcessInfo {
         pid,
         ..ProcessInfo::default()
     };
     let base = format!("/proc/{pid}");
-    if let Ok(stat) = std::fs::read(format!("{base}/stat")) {
-        if let Some((comm, ppid, start)) = parse_stat(&stat) {
-            info.comm = comm;
-            info.ppid = ppid;
-            info.start_time = start;
-        }
-    }
     if let Ok(status) = std::fs::read(format!("{base}/status")) {
         if let Some((uid, euid)) = parse_status_uids(&status) {
             info.uid = uid;
             info.euid = euid;
         }
+        info.ppid = parse_status_ppid(&status).unwrap_or(0);
     }
-    info.auid = std::fs::read(format!("{base}/loginuid"))
-        .ok()
-        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
-        .filter(|&a| a != u32::MAX);
     info.exe = read_link(&format!("{base}/exe"));
-    if let Ok(raw) = read_bounded(&format!("{base}/cmdline"), CMDLINE_MAX + 1) {
-        info.cmdline = cmdline_text(&raw);
-    }
     let exe_id = rustix::fs::statx(
         rustix::fs::CWD,
         format!("{base}/exe"),
@@ -99,7 +95,7 @@ pub fn identify(pid: u32) -> Identity {
     )
     .ok()
     .map(|st| ExeId::of(&st));
-    let parent_exe = if info.ppid > 0 {
+    let parent_exe = if with_parent && info.ppid > 0 {
         read_link(&format!("/proc/{}/exe", info.ppid))
     } else {
         None
@@ -109,6 +105,63 @@ pub fn identify(pid: u32) -> Identity {
         exe_id,
         parent_exe,
     }
+}
+
+/// Identity of the executable of `pid` (`statx` through `/proc/PID/exe`): one syscall.
+pub fn exe_id(pid: u32) -> Option<ExeId> {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        format!("/proc/{pid}/exe"),
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .ok()
+    .map(|st| ExeId::of(&st))
+}
+
+/// Path of the executable of `pid`.
+pub fn exe_path(pid: u32) -> Option<Vec<u8>> {
+    read_link(&format!("/proc/{pid}/exe"))
+}
+
+/// Real uid, effective uid and parent pid of `pid`.
+pub fn status_ids(pid: u32) -> Option<(u32, u32, u32)> {
+    let status = std::fs::read(format!("/proc/{pid}/status")).ok()?;
+    let (uid, euid) = parse_status_uids(&status)?;
+    Some((uid, euid, parse_status_ppid(&status).unwrap_or(0)))
+}
+
+/// Fill in start time, comm, login uid, command line and parent executable.
+pub fn complete(id: &mut Identity) {
+    let info = &mut id.info;
+    let base = format!("/proc/{}", info.pid);
+    if let Ok(stat) = std::fs::read(format!("{base}/stat")) {
+        if let Some((comm, ppid, start)) = parse_stat(&stat) {
+            info.comm = comm;
+            info.ppid = ppid;
+            info.start_time = start;
+        }
+    }
+    info.auid = std::fs::read(format!("{base}/loginuid"))
+        .ok()
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+        .filter(|&a| a != u32::MAX);
+    if let Ok(raw) = read_bounded(&format!("{base}/cmdline"), CMDLINE_MAX + 1) {
+        info.cmdline = cmdline_text(&raw);
+    }
+    if id.parent_exe.is_none() && info.ppid > 0 {
+        id.parent_exe = read_link(&format!("/proc/{}/exe", info.ppid));
+    }
+}
+
+/// `PPid:` from `/proc/PID/status`.
+pub fn parse_status_ppid(status: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(status).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn read_link(p: &str) -> Option<Vec<u8>> {
@@ -191,6 +244,7 @@ mod tests {
         let s = b"Name:\tcat\nUid:\t1000\t0\t0\t0\nGid:\t1\t1\t1\t1\n";
         assert_eq!(parse_status_uids(s), Some((1000, 0)));
         assert_eq!(parse_status_uids(b"Name: x\n"), None);
+        assert_eq!(parse_status_ppid(b"Name:\tx\nPPid:\t42\n"), Some(42));
     }
 
     #[test]

@@ -226,6 +226,11 @@ fn enforce_denies_others_and_allows_the_allowed_exe() {
     assert!(ok.status.success(), "the allowed exe reads the key");
     assert_eq!(ok.stdout, b"-----BEGIN PRIVATE KEY-----\n");
 
+    // A hard link from outside the policy is the same inode: still guarded.
+    let link = w.env.path("outside-link");
+    std::fs::hard_link(&key, &link).unwrap();
+    assert!(!cat(&link).status.success(), "a hard link must not bypass enforce");
+
     // Files outside enforce groups are untouched.
     assert!(cat(&w.p("conf/kms.yaml")).status.success());
 

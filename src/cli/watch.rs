@@ -53,6 +53,10 @@ pub(crate) struct WatchArgs {
     /// How long an open may wait for a decision (ms).
     #[arg(long, default_value_t = 2000)]
     stall_ms: u64,
+    /// After a permission event, keep the listener awake this long (µs) before sleeping, so
+    /// a burst of opens does not pay a wake-up each; 0 always sleeps.
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 200)]
+    spin_us: u64,
     /// Root-only unix socket for `kmsentry status`.
     #[arg(long, default_value = crate::watch::status::DEFAULT_SOCKET)]
     status_socket: PathBuf,
@@ -89,6 +93,7 @@ pub(crate) fn watch(a: &WatchArgs, common: Common) -> Result<ExitCode> {
         },
         on_stall: a.on_stall,
         stall: Duration::from_millis(a.stall_ms.max(1)),
+        spin: Duration::from_micros(a.spin_us.min(100_000)),
         status_socket: Some(a.status_socket.clone()),
         metrics: a.metrics,
         audit: !a.no_audit,

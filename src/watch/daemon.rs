@@ -52,6 +52,8 @@ pub struct Config {
     pub alerts: AlertConfig,
     pub on_stall: OnStall,
     pub stall: Duration,
+    /// How long the permission thread keeps polling without sleeping after an event.
+    pub spin: Duration,
     pub status_socket: Option<PathBuf>,
     pub metrics: Option<std::net::SocketAddr>,
     /// Use the kernel audit subsystem for the kernel's own access denials.
@@ -65,6 +67,31 @@ pub struct Config {
 struct Snapshot {
     policy: CompiledPolicy,
     trust: Trust,
+    /// Some allow rule names a parent executable (decisions must read it).
+    needs_parent: bool,
+    /// Trusted executable inode → the allowed path it was hashed at.
+    by_id: HashMap<ExeId, Vec<u8>>,
+}
+
+impl Snapshot {
+    fn new(policy: CompiledPolicy, trust: Trust) -> Snapshot {
+        let needs_parent = policy
+            .groups
+            .iter()
+            .any(|g| g.access.allow.iter().any(|r| r.parent_exe.is_some()));
+        let mut by_id = HashMap::new();
+        for (path, t) in &trust.exes {
+            for id in &t.ids {
+                by_id.insert(*id, path.clone());
+            }
+        }
+        Snapshot {
+            policy,
+            trust,
+            needs_parent,
+            by_id,
+        }
+    }
 }
 
 /// Counters for `kmsentry status` and the metrics endpoint.
@@ -87,7 +114,8 @@ pub(crate) struct Stats {
 }
 
 /// Upper bounds (µs) of the decision latency histogram buckets; the last bucket is +Inf.
-pub(crate) const LATENCY_BUCKETS: [u64; 10] = [5, 10, 20, 50, 100, 200, 500, 1000, 5000, 20000];
+pub(crate) const LATENCY_BUCKETS: [u64; 13] =
+    [2, 5, 10, 15, 20, 30, 50, 100, 200, 500, 1000, 5000, 20000];
 
 impl Stats {
     fn observe_latency(&self, us: u64) {
@@ -103,6 +131,9 @@ struct Shared {
     snap: RwLock<Arc<Snapshot>>,
     /// Handle of every marked inode → its path.
     handles: RwLock<HashMap<Handle, Vec<u8>>>,
+    /// (dev, ino) of every inode in the permission group → the path it was marked at. The
+    /// event fd's inode decides the group, whatever name (or hard link) it was opened by.
+    perm_inodes: RwLock<HashMap<(u64, u64), Vec<u8>>>,
     stop: AtomicBool,
     stats: Stats,
     /// Executable identities hashed since start → BLAKE3.
@@ -206,8 +237,9 @@ pub fn run(cfg: Config) -> Result<()> {
     let store = open_baseline(&cfg)?;
     let trust = build_trust(&policy, &root);
     let shared = Arc::new(Shared {
-        snap: RwLock::new(Arc::new(Snapshot { policy, trust })),
+        snap: RwLock::new(Arc::new(Snapshot::new(policy, trust))),
         handles: RwLock::new(HashMap::new()),
+        perm_inodes: RwLock::new(HashMap::new()),
         stop: AtomicBool::new(false),
         stats: Stats::default(),
         exe_cache: Mutex::new(HashMap::new()),
@@ -237,9 +269,9 @@ pub fn run(cfg: Config) -> Result<()> {
             alert_tx.clone(),
             hash_tx.clone(),
         );
-        let (on_stall, stall) = (cfg.on_stall, cfg.stall);
+        let (on_stall, stall, spin) = (cfg.on_stall, cfg.stall, cfg.spin);
         threads.push(spawn("kmsentry-perm", move || {
-            perm_loop(&s, &f, &a, &h, on_stall, stall)
+            perm_loop(&s, &f, &a, &h, on_stall, stall, spin)
         })?);
     }
     {
@@ -572,7 +604,18 @@ fn access_alert(
     a.group = Some(group.name.clone());
     a.class = Some(group.class);
     a.outcome = Some(outcome);
-    let mut info = who.info.clone();
+    let mut full = who.clone();
+    if full.info.start_time == 0 {
+        if let Some((uid, euid, _)) = crate::proc::status_ids(full.info.pid) {
+            full.info.uid = uid;
+            full.info.euid = euid;
+        }
+        if full.info.exe.is_none() {
+            full.info.exe = crate::proc::exe_path(full.info.pid);
+        }
+        crate::proc::complete(&mut full);
+    }
+    let mut info = full.info;
     if info.user.is_none() {
         info.user = user_name(info.uid);
     }
@@ -606,28 +649,41 @@ fn perm_loop(
     hash: &SyncSender<HashJob>,
     on_stall: OnStall,
     stall: Duration,
+    spin: Duration,
 ) {
     use rustix::event::{poll, PollFd, PollFlags};
     let tick = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 50_000_000,
     };
+    // After a burst, keep reading without sleeping for a moment: a process opening files
+    // in a loop then finds the listener awake instead of paying a scheduler wake-up per open.
+    let mut busy_until = Instant::now();
+    let mut polls = 0u32;
     while !s.stop.load(Ordering::Relaxed) {
-        let mut fds = [PollFd::new(fan, PollFlags::IN)];
-        let ready = poll(&mut fds, Some(&tick)).unwrap_or(0);
-        expire_pending(s, fan, alerts, on_stall, stall);
-        if ready == 0 {
-            continue;
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(1024) || !lock(&s.pending).is_empty() {
+            expire_pending(s, fan, alerts, on_stall, stall);
         }
         let events = match fan.read_events() {
-            Ok(v) => v,
-            Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => continue,
+            Ok(v) if !v.is_empty() => v,
+            Ok(_) | Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {
+                if Instant::now() < busy_until {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let mut fds = [PollFd::new(fan, PollFlags::IN)];
+                let _ = poll(&mut fds, Some(&tick));
+                expire_pending(s, fan, alerts, on_stall, stall);
+                continue;
+            }
             Err(e) => {
                 tracing::error!("reading permission events: {e}");
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
+        busy_until = Instant::now() + spin;
         for ev in events {
             let t0 = Instant::now();
             s.stats.perm_events.fetch_add(1, Ordering::Relaxed);
@@ -642,7 +698,11 @@ fn perm_loop(
                 OpenKind::Open
             };
             let snap = read(&s.snap).clone();
-            let Some(path) = event_path(&ev) else {
+            let marked = ev
+                .fd()
+                .and_then(|fd| rustix::fs::fstat(fd).ok())
+                .and_then(|st| read(&s.perm_inodes).get(&(st.st_dev, st.st_ino)).cloned());
+            let Some(path) = marked.or_else(|| event_path(&ev)) else {
                 respond(fan, &ev, true);
                 continue;
             };
@@ -651,7 +711,7 @@ fn perm_loop(
                 respond(fan, &ev, true);
                 continue;
             };
-            let who = identify(pid);
+            let who = identify_for_decision(pid, group, &snap);
             let cached = who
                 .exe_id
                 .and_then(|id| lock(&s.exe_cache).get(&id).copied());
@@ -707,6 +767,48 @@ fn perm_loop(
             }
         }
     }
+}
+
+/// Read only what deciding on `group` needs: the executable's identity (one `statx`; a
+/// trusted inode names its path without a `readlink`), and the uids and parent executable
+/// only when a candidate allow rule constrains them.
+fn identify_for_decision(pid: u32, group: &Group, snap: &Snapshot) -> Identity {
+    let exe_id = crate::proc::exe_id(pid);
+    let exe = exe_id
+        .and_then(|id| snap.by_id.get(&id).cloned())
+        .or_else(|| crate::proc::exe_path(pid));
+    let mut who = Identity {
+        info: ProcessInfo {
+            pid,
+            exe,
+            ..ProcessInfo::default()
+        },
+        exe_id,
+        parent_exe: None,
+    };
+    let exe = who.info.exe.clone().unwrap_or_default();
+    let candidates = || {
+        group
+            .access
+            .allow
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.exe == exe)
+    };
+    let need_uid =
+        candidates().any(|(i, _)| snap.trust.uids.contains_key(&(group.name.clone(), i)));
+    let need_parent = snap.needs_parent && candidates().any(|(_, r)| r.parent_exe.is_some());
+    if need_uid || need_parent {
+        if let Some((uid, euid, ppid)) = crate::proc::status_ids(pid) {
+            who.info.uid = uid;
+            who.info.euid = euid;
+            who.info.ppid = ppid;
+            if need_parent && ppid > 0 {
+                who.parent_exe = crate::proc::exe_path(ppid);
+            }
+        }
+    }
+    who
 }
 
 fn queue_alert(s: &Shared, alerts: &SyncSender<Alert>, a: Alert) {
@@ -1164,6 +1266,9 @@ impl Checker {
                 false,
             )
             .map_err(io)?;
+            write(&self.shared.perm_inodes).insert((st.st_dev, st.st_ino), path.to_vec());
+        } else if from.perm != 0 {
+            write(&self.shared.perm_inodes).remove(&(st.st_dev, st.st_ino));
         }
         if from.perm & !to.perm != 0 {
             let _ = fanotify::mark_fd(
@@ -1523,7 +1628,7 @@ impl Checker {
         };
         let trust = build_trust(&policy, &self.root);
         let digest = policy.digest.clone();
-        *write(&self.shared.snap) = Arc::new(Snapshot { policy, trust });
+        *write(&self.shared.snap) = Arc::new(Snapshot::new(policy, trust));
         self.store = store;
         let before = self.marked.len();
         if let Err(e) = self.place_marks() {
