@@ -439,3 +439,88 @@ fn eperm_is_reported_and_odd_names_arrive_as_bytes() {
     assert_eq!(den.errno, 1);
     assert_eq!(den.process.comm, b"dd");
 }
+
+#[test]
+fn a_flood_that_overflows_the_socket_is_reported_as_lost_records() {
+    require_root!();
+    let _g = lock();
+    let d = dir();
+    let k = key(d.path(), "flood.key");
+    let mut w = AuditWatch::start(&[file(&k)]).unwrap();
+    // One shell refusing 30000 opens while nobody reads: far more than the receive buffer holds.
+    let script = format!(
+        "i=0; while [ $i -lt 30000 ]; do true < '{}'; i=$((i+1)); done 2>/dev/null; exit 0",
+        k.to_str().unwrap()
+    );
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut lost = false;
+    let mut seen = 0u32;
+    while Instant::now() < end {
+        match w.recv(Duration::from_millis(100)) {
+            Ok(Some(_)) => seen += 1,
+            Ok(None) => break,
+            Err(e) => {
+                assert!(kmsentry::watch::audit::is_lost_records(&e), "{e}");
+                lost = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        lost,
+        "no ENOBUFS after 30000 refused opens ({seen} denials read)"
+    );
+    // The watch goes on after the loss.
+    cat_as_nobody(&k, Path::new("/"));
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut again = false;
+    while Instant::now() < end && !again {
+        again = matches!(w.recv(Duration::from_millis(100)), Ok(Some(_)));
+    }
+    assert!(again, "no denial after the loss");
+}
+
+#[test]
+fn denials_logged_under_an_earlier_rule_of_another_tool_are_still_reported() {
+    require_root!();
+    let _g = lock();
+    let d = dir();
+    let k = key(d.path(), "a.key");
+    // Another tool's rule, loaded first, matches first: the kernel logs its key, not ours.
+    let other = AuditWatch::start_with_key(
+        &[Target {
+            path: d.path().as_os_str().as_bytes().to_vec(),
+            is_dir: true,
+        }],
+        "test-access",
+    )
+    .unwrap();
+    let mut w = AuditWatch::start(&[file(&k)]).unwrap();
+    cat_as_nobody(&k, Path::new("/"));
+    let den = wait_for(&mut w, &k, Duration::from_secs(2)).expect("no denial within 2 s");
+    assert_eq!(den.errno, 13);
+    drop(w);
+    drop(other);
+    assert!(installed_rules()
+        .unwrap()
+        .iter()
+        .all(|r| r.key.as_deref() != Some(b"test-access")));
+}
+
+#[test]
+fn the_watch_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<AuditWatch>();
+}

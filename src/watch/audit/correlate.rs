@@ -35,6 +35,8 @@ struct Item {
 
 #[derive(Clone, Debug)]
 struct Pending {
+    /// Logged under our rule's key (else under another rule's: only targets count).
+    keyed: bool,
     ts: jiff::Timestamp,
     serial: u64,
     syscall: &'static str,
@@ -172,9 +174,14 @@ impl Correlator {
     }
 
     fn open_event(&self, rec: &Record<'_>) -> Option<Pending> {
-        if rec.bytes("key")? != self.key || rec.word("success") != Some(b"no") {
+        if rec.word("success") != Some(b"no") {
             return None;
         }
+        // The kernel stops at the first exit rule that matches and logs that rule's key, so
+        // an administrator's earlier rule (a common hardening set logs every EACCES open with
+        // `-k access`) takes our events. Those are accepted too, when the name resolves to a
+        // target (checked in `finish`).
+        let keyed = rec.bytes("key").is_some_and(|k| k == self.key);
         let errno = match rec.num("exit")? {
             e if e == -i64::from(EACCES) => EACCES,
             e if e == -i64::from(EPERM) => EPERM,
@@ -187,10 +194,15 @@ impl Correlator {
         }
         let arch = rec.hex_num("arch")?;
         let nr = rec.num("syscall").and_then(|n| u64::try_from(n).ok())?;
-        let syscall = rule::syscall_name(arch, nr).unwrap_or("unknown");
+        let syscall = match rule::syscall_name(arch, nr) {
+            Some(name) => name,
+            None if keyed => "unknown",
+            None => return None,
+        };
         let ts = jiff::Timestamp::new(rec.secs, (rec.millis as i32) * 1_000_000)
             .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
         Some(Pending {
+            keyed,
             ts,
             serial: rec.serial,
             syscall,
@@ -246,7 +258,13 @@ fn finish(p: Pending, r: &Resolver) -> Option<Denial> {
             }
         }
     };
-    if r.widened && path.starts_with(b"/") && !r.covers(&path) {
+    let accept = match (p.keyed, path.starts_with(b"/")) {
+        // Our rule matched but the name is relative to a directory fd: report it as given.
+        (true, false) => true,
+        (true, true) => !r.widened || r.covers(&path),
+        (false, absolute) => absolute && r.covers(&path),
+    };
+    if !accept {
         return None;
     }
     Some(Denial {
@@ -333,8 +351,14 @@ mod tests {
     }
 
     #[test]
-    fn ignores_other_keys_successes_own_pid_and_other_errnos() {
-        let r = Resolver::default();
+    fn ignores_other_keys_off_target_successes_own_pid_and_other_errnos() {
+        let r = Resolver {
+            targets: vec![Target {
+                path: b"/etc/kms/other.key".to_vec(),
+                is_dir: false,
+            }],
+            ..Resolver::default()
+        };
         let s = std::str::from_utf8(SYSCALL).unwrap();
         for (variant, own) in [
             (s.replace("kmsentry-1", "kmsentry-2"), 1),
@@ -355,6 +379,46 @@ mod tests {
             );
             assert!(d.is_empty(), "{variant}");
         }
+    }
+
+    #[test]
+    fn events_under_another_rules_key_count_when_they_name_a_target() {
+        let r = Resolver {
+            targets: vec![Target {
+                path: b"/etc/kms".to_vec(),
+                is_dir: true,
+            }],
+            ..Resolver::default()
+        };
+        let s = std::str::from_utf8(SYSCALL)
+            .unwrap()
+            .replace("kmsentry-1", "access");
+        let mut c = Correlator::new("kmsentry-1", 1);
+        let d = feed_all(
+            &mut c,
+            &r,
+            &[
+                (AUDIT_SYSCALL, s.as_bytes()),
+                (AUDIT_CWD, CWD),
+                (AUDIT_PATH, PATH),
+                (AUDIT_EOE, EOE),
+            ],
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, b"/etc/kms/a.key");
+        // An unknown syscall under another key is not ours to report.
+        let s = s.replace("syscall=257", "syscall=59");
+        let d = feed_all(
+            &mut c,
+            &r,
+            &[
+                (AUDIT_SYSCALL, s.as_bytes()),
+                (AUDIT_CWD, CWD),
+                (AUDIT_PATH, PATH),
+                (AUDIT_EOE, EOE),
+            ],
+        );
+        assert!(d.is_empty());
     }
 
     #[test]

@@ -101,14 +101,14 @@ impl AuditWatch {
         AuditWatch::start_with_key(targets, &format!("{KEY_PREFIX}{}", std::process::id()))
     }
 
-    /// [`AuditWatch::start`] with a given rule key (which must start with `kmsentry-`).
-    /// Tests use it to leave rules behind as a killed instance would.
+    /// [`AuditWatch::start`] with a given rule key. Tests use it to leave rules behind as a
+    /// killed instance would, and to stand in for another tool's rules.
     #[doc(hidden)]
     pub fn start_with_key(
         targets: &[Target],
         key: &str,
     ) -> std::result::Result<AuditWatch, Unavailable> {
-        if !key.starts_with(KEY_PREFIX) || key.len() > 200 {
+        if key.is_empty() || key.len() > 200 || key.bytes().any(|b| b <= b' ' || b == b'"') {
             return Err(Unavailable::Refused {
                 what: "rule key".into(),
                 source: io::Error::from(io::ErrorKind::InvalidInput),
