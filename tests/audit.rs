@@ -524,3 +524,31 @@ fn the_watch_can_move_to_another_thread() {
     fn send<T: Send>() {}
     send::<AuditWatch>();
 }
+
+#[test]
+fn in_a_private_network_namespace_audit_is_unavailable() {
+    require_root!();
+    if std::env::var_os("KMSENTRY_TEST_IN_NETNS").is_some() {
+        let e = AuditWatch::start(&[])
+            .err()
+            .expect("started in a private netns");
+        assert!(
+            matches!(e, kmsentry::watch::audit::Unavailable::PrivateNetwork),
+            "{e}"
+        );
+        return;
+    }
+    let out = Command::new("timeout")
+        .args(["60", "unshare", "--net"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "in_a_private_network_namespace_audit_is_unavailable",
+        ])
+        .env("KMSENTRY_TEST_IN_NETNS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}

@@ -64,6 +64,8 @@ pub enum Unavailable {
     NotPermitted(#[source] io::Error),
     #[error("kernel audit records cannot be read here (no CAP_AUDIT_READ, or in a container): kernel access denials will not be reported")]
     NoRead(#[source] io::Error),
+    #[error("kernel audit records cannot be read in a private network namespace (e.g. systemd PrivateNetwork=yes): kernel access denials will not be reported")]
+    PrivateNetwork,
     #[error("kernel audit rules are locked until reboot (enabled=2) and kmsentry's are not loaded: kernel access denials will not be reported")]
     Locked,
     #[error("kernel audit refused kmsentry's rules ({what}): kernel access denials will not be reported")]
@@ -116,6 +118,14 @@ impl AuditWatch {
         }
         let mut control = netlink::Control::open().map_err(Unavailable::NoKernelSupport)?;
         let status = control.status().map_err(Unavailable::NotPermitted)?;
+        // The kernel multicasts records only in the initial network namespace; elsewhere the
+        // reader would bind and then hear nothing. That namespace has a fixed inode number
+        // (PROC_NET_INIT_INO, 0xEFFFFFF9, since Linux 3.8).
+        if let Ok(own) = std::fs::read_link("/proc/self/ns/net") {
+            if own.as_os_str().as_bytes() != b"net:[4026531833]" {
+                return Err(Unavailable::PrivateNetwork);
+            }
+        }
         // Reader first: records of denials during rule setup must not be lost.
         let reader = netlink::Reader::open().map_err(Unavailable::NoRead)?;
         let mut restore_enabled = None;
