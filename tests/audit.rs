@@ -552,3 +552,26 @@ fn in_a_private_network_namespace_audit_is_unavailable() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
+
+#[test]
+fn a_zero_timeout_polls_without_blocking() {
+    require_root!();
+    let _g = lock();
+    let d = dir();
+    let k = key(d.path(), "a.key");
+    let mut w = AuditWatch::start(&[file(&k)]).unwrap();
+    let t = Instant::now();
+    assert!(w.recv(Duration::ZERO).unwrap().is_none());
+    assert!(t.elapsed() < Duration::from_millis(100));
+    cat_as_nobody(&k, Path::new("/"));
+    let end = Instant::now() + Duration::from_secs(2);
+    let mut got = None;
+    while got.is_none() && Instant::now() < end {
+        got = w.recv(Duration::ZERO).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        got.expect("no denial within 2 s").path,
+        k.as_os_str().as_bytes()
+    );
+}

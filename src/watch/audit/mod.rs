@@ -171,20 +171,16 @@ impl AuditWatch {
     /// which [`is_lost_records`] holds means records were dropped (raise an alert, go on).
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<Denial>> {
         let deadline = Instant::now() + timeout;
+        // At least one (non-blocking, for a zero timeout) read, then until the deadline; on a
+        // busy host the records keep coming, so the deadline is checked after every read.
         loop {
+            let now = Instant::now();
+            let flushed = self.correlator.expire(now, &self.resolver);
+            self.ready.extend(flushed);
             if let Some(d) = self.ready.pop_front() {
                 return Ok(Some(d));
             }
-            let now = Instant::now();
-            let flushed = self.correlator.expire(now, &self.resolver);
-            if !flushed.is_empty() {
-                self.ready.extend(flushed);
-                continue;
-            }
-            if now >= deadline {
-                return Ok(None);
-            }
-            let mut wait = deadline - now;
+            let mut wait = deadline.saturating_duration_since(now);
             if let Some(f) = self.correlator.next_deadline() {
                 wait = wait.min(f.saturating_duration_since(now));
             }
@@ -215,6 +211,11 @@ impl AuditWatch {
                         e,
                     ))
                 }
+            }
+            if Instant::now() >= deadline {
+                let flushed = self.correlator.expire(Instant::now(), &self.resolver);
+                self.ready.extend(flushed);
+                return Ok(self.ready.pop_front());
             }
         }
     }
