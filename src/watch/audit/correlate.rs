@@ -350,6 +350,28 @@ mod tests {
         assert!(c.next_deadline().is_none());
     }
 
+    /// Records of one refused `cat` as Linux 6.18 wrote them (from the kernel log).
+    #[test]
+    fn captured_linux_6_18_records() {
+        let recs: [(u16, &[u8]); 5] = [
+            (AUDIT_SYSCALL, b"audit(1795432833.809:901064): arch=c000003e syscall=257 success=no exit=-13 a0=ffffff9c a1=7ffe4ab8c632 a2=0 a3=0 items=1 ppid=16540 pid=16541 auid=4294967295 uid=65534 gid=65534 euid=65534 suid=65534 fsuid=65534 egid=65534 sgid=65534 fsgid=65534 tty=(none) ses=4294967295 comm=\"cat\" exe=\"/usr/bin/cat\" key=\"kmsentry-16489\""),
+            (AUDIT_CWD, b"audit(1795432833.809:901064): cwd=\"/\""),
+            (AUDIT_PATH, b"audit(1795432833.809:901064): item=0 name=\"/tmp/kmsentry-audit-WSiM5R/watched.key\" inode=10035477 dev=fe:00 mode=0100600 ouid=0 ogid=0 rdev=00:00 nametype=NORMAL cap_fp=0 cap_fi=0 cap_fe=0 cap_fver=0 cap_frootid=0"),
+            (AUDIT_PROCTITLE, b"audit(1795432833.809:901064): proctitle=636174002F746D702F6B6D73656E7472792D61756469742D5753694D35522F776174636865642E6B6579"),
+            (AUDIT_EOE, b"audit(1795432833.809:901064): \0"),
+        ];
+        let mut c = Correlator::new("kmsentry-16489", 16489);
+        let d = feed_all(&mut c, &Resolver::default(), &recs);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, b"/tmp/kmsentry-audit-WSiM5R/watched.key");
+        assert_eq!(d[0].process.auid, None);
+        assert_eq!(
+            d[0].process.cmdline,
+            b"cat /tmp/kmsentry-audit-WSiM5R/watched.key"
+        );
+        assert_eq!(d[0].ts.to_string(), "2026-11-23T11:20:33.809Z");
+    }
+
     #[test]
     fn ignores_other_keys_off_target_successes_own_pid_and_other_errnos() {
         let r = Resolver {
