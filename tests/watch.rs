@@ -229,7 +229,10 @@ fn enforce_denies_others_and_allows_the_allowed_exe() {
     // A hard link from outside the policy is the same inode: still guarded.
     let link = w.env.path("outside-link");
     std::fs::hard_link(&key, &link).unwrap();
-    assert!(!cat(&link).status.success(), "a hard link must not bypass enforce");
+    assert!(
+        !cat(&link).status.success(),
+        "a hard link must not bypass enforce"
+    );
 
     // Files outside enforce groups are untouched.
     assert!(cat(&w.p("conf/kms.yaml")).status.success());
@@ -584,4 +587,60 @@ fn only_test_directories_are_marked() {
     // keys/, keys/client.key (both groups), conf/, conf/kms.yaml, and the test root's dirs.
     assert!((4..=10).contains(&inode_marks), "{inode_marks} inode marks");
     w.stop();
+}
+
+#[test]
+fn a_kernel_denial_of_a_non_root_reader_is_reported() {
+    require_root!();
+    let mut w = Watch::new();
+    let key = w.write("keys/client.key", b"k\n", 0o600);
+    w.write("conf/kms.yaml", b"x\n", 0o644);
+    for d in [w.env.dir.path().to_path_buf(), w.p(""), w.p("keys")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let reader = allowed_reader(&w);
+    w.policy(&keys_policy(&w, "audit", &reader));
+    w.init();
+    w.start(&[]);
+    let st = w
+        .alerts()
+        .into_iter()
+        .find(|a| a["kind"] == "started")
+        .unwrap();
+    assert_eq!(
+        st["detail"]["kernel_audit"], true,
+        "kernel audit must work here"
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/cat",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody cannot read a 0600 root key");
+    let a = w
+        .wait_for(Duration::from_secs(3), |a| {
+            a["kind"] == "access" && a["outcome"] == "failure"
+        })
+        .expect("access/failure alert from the kernel's denial");
+    assert_eq!(a["path"], key.to_str().unwrap());
+    assert_eq!(a["process"]["uid"], 65534);
+    assert_eq!(a["process"]["exe"], "/usr/bin/cat");
+    assert_eq!(a["detail"]["errno"], "EACCES");
+    assert_eq!(a["rule"], "kernel-denied");
+    let pid = w.child.as_ref().unwrap().id();
+    let key_of_daemon = format!("kmsentry-{pid}");
+    let has_rules = || {
+        kmsentry::watch::audit::installed_rules()
+            .unwrap()
+            .iter()
+            .any(|r| r.key.as_deref() == Some(key_of_daemon.as_bytes()))
+    };
+    assert!(has_rules(), "the daemon installed its audit rules");
+    w.stop();
+    assert!(!has_rules(), "the daemon removed its audit rules on exit");
 }

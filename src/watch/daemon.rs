@@ -292,6 +292,7 @@ pub fn run(cfg: Config) -> Result<()> {
         marked: HashMap::new(),
         drift: HashMap::new(),
         pending: HashMap::new(),
+        audit: None,
     };
     checker.place_marks()?;
     {
@@ -349,6 +350,7 @@ pub fn run(cfg: Config) -> Result<()> {
     } else {
         None
     };
+    checker.audit = audit.clone();
     if let Some(sock) = &cfg.status_socket {
         // Detached: these block in accept(2) and end with the process.
         match super::status::serve(sock, shared_status(&shared)) {
@@ -1106,6 +1108,8 @@ struct Checker {
     drift: HashMap<Vec<u8>, Option<Entry>>,
     /// Coalescing: path → (first event, last event, masks, who).
     pending: HashMap<Vec<u8>, Touch>,
+    /// New kernel-audit targets after a reload.
+    audit: Option<SyncSender<Vec<super::audit::Target>>>,
 }
 
 struct Touch {
@@ -1635,6 +1639,9 @@ impl Checker {
             tracing::warn!("re-marking after reload: {e}");
         }
         let drift = self.reconcile_quiet();
+        if let Some(a) = &self.audit {
+            let _ = a.try_send(audit_targets(self));
+        }
         let mut a = Alert::new(Kind::PolicyReloaded, Severity::Info);
         a.outcome = Some(Outcome::Success);
         a.detail.insert("policy_digest".into(), digest.into());
@@ -1691,15 +1698,117 @@ fn hash_detail(a: &mut Alert, before: Option<&Entry>, after: Option<&Entry>) {
     }
 }
 
+/// The kernel-audit targets: every regular file the policy watches.
+fn audit_targets(c: &Checker) -> Vec<super::audit::Target> {
+    let snap = c.snap();
+    let mut t: Vec<super::audit::Target> = c
+        .marked
+        .iter()
+        .filter(|(p, m)| m.notify & libc::FAN_ONDIR == 0 && snap.policy.classify(p).is_some())
+        .map(|(p, _)| super::audit::Target {
+            path: p.clone(),
+            is_dir: false,
+        })
+        .collect();
+    t.sort();
+    t
+}
+
 /// Start the kernel-audit reader for the watched files; say once, clearly, when it cannot.
+/// Returns the sender that hands it new targets after a reload.
 fn start_audit(
     shared: &Arc<Shared>,
     checker: &Checker,
     alerts: &SyncSender<Alert>,
     threads: &mut Vec<std::thread::JoinHandle<()>>,
-) -> Option<Arc<AtomicBool>> {
-    let _ = (shared, checker, alerts, threads);
-    None
+) -> Option<SyncSender<Vec<super::audit::Target>>> {
+    use super::audit::{is_lost_records, AuditWatch};
+    let targets = audit_targets(checker);
+    let mut watch = match AuditWatch::start(&targets) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("{e}");
+            let mut a = Alert::new(Kind::Health, Severity::Medium);
+            a.rule = Some("kernel-audit-unavailable".into());
+            a.detail.insert("message".into(), e.to_string().into());
+            let _ = alerts.send(a);
+            return None;
+        }
+    };
+    if watch.widened() {
+        tracing::info!(
+            "kernel audit: {} targets watched through {} rules on their directories",
+            targets.len(),
+            watch.rule_count()
+        );
+    }
+    let (tx, rx) = mpsc::sync_channel::<Vec<super::audit::Target>>(4);
+    let (s, a) = (shared.clone(), alerts.clone());
+    let t = spawn("kmsentry-audit", move || {
+        while !s.stop.load(Ordering::Relaxed) {
+            if let Ok(t) = rx.try_recv() {
+                if let Err(e) = watch.update(&t) {
+                    tracing::error!("kernel audit: {e}");
+                }
+            }
+            match watch.recv(Duration::from_millis(200)) {
+                Ok(Some(d)) => {
+                    let snap = read(&s.snap).clone();
+                    let Some(g) = snap.policy.classify(&d.path) else {
+                        continue;
+                    };
+                    let mut al = Alert::new(
+                        Kind::Access,
+                        crate::decide::access_severity(g.class, OpenKind::Open),
+                    );
+                    al.path = Some(d.path.clone());
+                    al.group = Some(g.name.clone());
+                    al.class = Some(g.class);
+                    al.outcome = Some(Outcome::Failure);
+                    let mut p = d.process.clone();
+                    if p.user.is_none() {
+                        p.user = user_name(p.uid);
+                    }
+                    al.process = Some(p);
+                    al.rule = Some("kernel-denied".into());
+                    let errno = if d.errno == 1 { "EPERM" } else { "EACCES" };
+                    al.detail.insert("errno".into(), errno.into());
+                    al.detail.insert("syscall".into(), d.syscall.into());
+                    al.detail.insert("audit_serial".into(), d.serial.into());
+                    al.detail.insert(
+                        "message".into(),
+                        format!("the kernel refused {} ({errno})", d.syscall).into(),
+                    );
+                    queue_alert(&s, &a, al);
+                }
+                Ok(None) => {}
+                Err(e) if is_lost_records(&e) => {
+                    let mut al = Alert::new(Kind::Overflow, Severity::Medium);
+                    al.rule = Some("kernel-audit-records-lost".into());
+                    al.detail.insert(
+                        "message".into(),
+                        "kernel audit records were dropped before they could be read; some kernel denials may be missing".into(),
+                    );
+                    queue_alert(&s, &a, al);
+                }
+                Err(e) => {
+                    tracing::error!("kernel audit: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        drop(watch); // removes the rules
+    });
+    match t {
+        Ok(t) => {
+            threads.push(t);
+            Some(tx)
+        }
+        Err(e) => {
+            tracing::warn!("kernel audit: {e}");
+            None
+        }
+    }
 }
 
 fn shared_status(s: &Arc<Shared>) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {

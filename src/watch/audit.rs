@@ -1,1 +1,0 @@
-//! Kernel access denials from the audit subsystem (netlink).
