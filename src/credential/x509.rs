@@ -113,7 +113,15 @@ fn signature(cert: &X509Certificate<'_>) -> (String, bool) {
         return (format!("rsassa-pss({})", hash_name(&hash)), weak);
     }
     let weak = WEAK_SIGNATURES.contains(&oid.as_str());
-    (registry_name(&alg.algorithm).unwrap_or(oid), weak)
+    let name = registry_name(&alg.algorithm)
+        .or_else(|| {
+            SIGNATURE_NAMES
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, n)| (*n).to_owned())
+        })
+        .unwrap_or(oid);
+    (name, weak)
 }
 
 fn registry_name(oid: &Oid<'_>) -> Option<String> {
@@ -139,6 +147,14 @@ const WEAK_SIGNATURES: &[&str] = &[
     "1.2.840.10040.4.3",    // dsa-with-sha1
     "1.2.840.10045.4.1",    // ecdsa-with-SHA1
     "1.3.14.3.2.27",        // dsaWithSHA1 (OIW)
+];
+
+/// Names the OID registry lacks.
+const SIGNATURE_NAMES: &[(&str, &str)] = &[
+    ("1.2.840.10045.4.1", "ecdsa-with-SHA1"),
+    ("1.2.840.10040.4.3", "dsa-with-sha1"),
+    ("1.3.14.3.2.29", "sha1WithRSASignature"),
+    ("1.3.14.3.2.27", "dsaWithSHA1"),
 ];
 
 const WEAK_HASHES: &[&str] = &["1.3.14.3.2.26", "1.2.840.113549.2.5", "1.2.840.113549.2.2"];
