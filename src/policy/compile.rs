@@ -747,6 +747,46 @@ groups:
     }
 
     #[test]
+    fn expiry_window_and_provider_expectations_compile_and_are_checked() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.expiry_warning_days, DEFAULT_EXPIRY_WARNING_DAYS);
+        let p = parse(
+            "version: 1\nexpiry_warning_days: 14\ngroups:\n  - name: p\n    class: provider-binary\n    paths: [/usr/lib/pkcs11]\n    expect:\n      build_id: AB12\n      soname: libx.so.1\n",
+        )
+        .unwrap();
+        assert_eq!(p.expiry_warning_days, 14);
+        assert_eq!(
+            p.groups[0].expect,
+            Some(Expect {
+                build_id: Some("ab12".into()),
+                soname: Some("libx.so.1".into())
+            })
+        );
+        let e = problems(
+            "version: 1\nexpiry_warning_days: 99999\ngroups:\n  - name: k\n    class: private-key\n    paths: [/k]\n    expect:\n      build_id: xyz\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("2:22: expiry_warning_days 99999")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`expect` applies to provider-binary groups")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("8:17: build_id is not hexadecimal")),
+            "{e:?}"
+        );
+        let e = problems(
+            "version: 1\ngroups:\n  - name: p\n    class: provider-binary\n    paths: [/p]\n    expect: {}\n",
+        );
+        assert!(e.iter().any(|m| m.contains("`expect` is empty")), "{e:?}");
+    }
+
+    #[test]
     fn excluded_subtrees_are_pruned() {
         let p = parse(
             "version: 1\ngroups:\n  - name: a\n    paths: [/x]\n    exclude: [/x/cache/**]\n",
