@@ -101,16 +101,38 @@ pub struct Scanned {
 
 /// Whether `e` is a file whose credentials are inspected: every regular file of a
 /// `private-key`, `client-cert` or `ca-cert` group, and generic files up to
-/// [`SNIFF_MAX_BYTES`] (sniffed: kept only when they hold a credential).
+/// [`SNIFF_MAX_BYTES`] with a credential-like name (`.pem`, `.crt`, `.key`...), sniffed and
+/// kept only when they hold a credential.
 pub fn wants(e: &Entry) -> bool {
     if e.ftype != FileType::File || e.problem.is_some() {
         return false;
     }
     match e.class {
         Class::PrivateKey | Class::ClientCert | Class::CaCert => true,
-        Class::Generic => e.size <= SNIFF_MAX_BYTES,
+        // Opening every generic file a second time would double the cost of a verify over
+        // a large tree; credential files carry credential names in practice.
+        Class::Generic => e.size <= SNIFF_MAX_BYTES && credential_name(&e.path),
         Class::KmsConfig | Class::ProviderBinary => false,
     }
+}
+
+/// A file name that suggests a certificate or key.
+fn credential_name(path: &[u8]) -> bool {
+    const EXT: [&[u8]; 10] = [
+        b".pem",
+        b".crt",
+        b".cer",
+        b".cert",
+        b".key",
+        b".der",
+        b".p8",
+        b".pk8",
+        b".ca-bundle",
+        b".chain",
+    ];
+    let name = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
+    EXT.iter()
+        .any(|x| name.len() > x.len() && name.to_ascii_lowercase().ends_with(x))
 }
 
 /// Read `e` under `root` and inspect it. `Ok(None)`: a generic file without credentials.
@@ -189,6 +211,14 @@ mod tests {
         };
         assert_eq!(CredRecord::from_json(&r.to_json()).unwrap(), r);
         assert!(CredRecord::from_json("{").is_err());
+    }
+
+    #[test]
+    fn generic_files_are_sniffed_by_credential_names() {
+        assert!(credential_name(b"/etc/x/client.PEM"));
+        assert!(credential_name(b"/etc/x/tls.key"));
+        assert!(!credential_name(b"/etc/x/.pem"));
+        assert!(!credential_name(b"/etc/key.d/config.yaml"));
     }
 
     #[test]
