@@ -4,8 +4,10 @@
 //!
 //! Owns the dispatch from raw bytes (PEM with any number of blocks and junk around them, or a
 //! single DER object) to the parsers in `x509`, `key` and `openssh`, and the fact types.
-//! Must not: do I/O (callers read the file through `fsroot` first), verify signatures, panic
-//! on any input, or hand out key material. Private key bytes stay in zeroized buffers inside
+//! Must not: do I/O outside `record::read_file` (the one reader, through `fsroot`), verify
+//! signatures outside `issued_by` (rotation checks), panic on any input, or hand out key
+//! material. Judgement lives beside the facts: `posture` (rules), `rotation` (renewals),
+//! `elf` (provider builds); all three are pure. Private key bytes stay in zeroized buffers inside
 //! this module; no fact type holds them, so `Debug` on every fact type is safe to derive.
 //! Strings in facts (subject, issuer) are chosen by whoever made the certificate: print them
 //! through [`crate::sanitize`].
