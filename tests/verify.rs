@@ -22,7 +22,9 @@ fn env_with_files() -> TestEnv {
     env.policy(POLICY);
     env.write(
         "/etc/kms/keys/client.key",
-        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        // Not PEM: a damaged PEM key would also be a KMS-CRED-UNPARSEABLE posture finding
+        // (tests/credentials.rs covers those); these tests are about drift.
+        b"placeholder bytes standing in for a private key\n",
     );
     env.chmod("/etc/kms/keys/client.key", 0o600);
     env.write(
@@ -106,7 +108,7 @@ fn content_mode_owner_group_link_type_added_and_removed_are_reported_with_exit_1
     assert_eq!(key["class"], "private-key");
     assert_eq!(
         v["summary"],
-        serde_json::json!({"checked": 8, "added": 1, "removed": 1, "changed": 4, "errors": 0})
+        serde_json::json!({"checked": 8, "added": 1, "removed": 1, "changed": 4, "rotated": 0, "posture": 0, "errors": 0})
     );
 }
 

@@ -25,6 +25,10 @@ pub struct Finding {
     pub base: Option<Box<Entry>>,
     /// The live record (added, changed).
     pub live: Option<Box<Entry>>,
+    /// Posture and rotated findings: the rule id (`KMS-KEY-PERM`, `KMS-CERT-ROTATED`...).
+    pub rule: Option<&'static str>,
+    /// Posture and rotated findings: what was found, in words.
+    pub message: Option<String>,
 }
 
 /// A clean entry, kept only when a report lists every entry checked (JUnit).
@@ -50,6 +54,8 @@ pub struct Report {
     pub outside_policy: u64,
     /// Clean entries, when requested.
     pub clean: Vec<Clean>,
+    /// Credential files and provider binaries as inspected, when requested (sorted by path).
+    pub credentials: Vec<super::credentials::LiveCred>,
 }
 
 impl Report {
@@ -66,6 +72,8 @@ pub struct CheckOptions {
     pub threads: usize,
     /// Keep the paths of clean entries.
     pub keep_clean: bool,
+    /// Inspect credential files and provider binaries (into [`Report::credentials`]).
+    pub credentials: bool,
 }
 
 /// Compare a live walk of `policy` under `root` with the baseline that `load` returns
@@ -87,6 +95,7 @@ pub fn check(
     let findings = Mutex::new(Vec::new());
     let errors = Mutex::new(Vec::new());
     let clean = Mutex::new(Vec::new());
+    let creds = Mutex::new(Vec::new());
     let live_count = AtomicU64::new(0);
     let process = |(baseline, seen): &(Vec<Entry>, Vec<AtomicBool>), live: Entry| {
         let base = match baseline.binary_search_by(|b| b.path.as_slice().cmp(&live.path)) {
@@ -134,6 +143,13 @@ pub fn check(
             Item::Entry(live) => {
                 on_entry();
                 live_count.fetch_add(1, Ordering::Relaxed);
+                if opts.credentials {
+                    match super::credentials::inspect(root, policy, &live, true) {
+                        Some(Ok(c)) => lock(&creds).push(c),
+                        Some(Err(e)) => lock(&errors).push(e),
+                        None => {}
+                    }
+                }
                 if failed.load(Ordering::Relaxed) {
                     return;
                 }
@@ -197,7 +213,10 @@ pub fn check(
         .count() as u64;
     let mut clean = clean.into_inner().unwrap_or_else(|p| p.into_inner());
     clean.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut credentials = creds.into_inner().unwrap_or_else(|p| p.into_inner());
+    credentials.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
     Ok(Report {
+        credentials,
         findings,
         errors: errors.into_inner().unwrap_or_else(|p| p.into_inner()),
         checked: live_count.into_inner() + removed,
@@ -233,6 +252,8 @@ pub fn compare(policy: &CompiledPolicy, base: Option<&Entry>, live: Option<Entry
             severity: severity(l.class, Status::Added, &[]),
             base: None,
             live: Some(Box::new(l)),
+            rule: None,
+            message: None,
         }),
         (Some(b), None) => {
             // Group and class as the current policy sees the path, falling back to the
@@ -249,6 +270,8 @@ pub fn compare(policy: &CompiledPolicy, base: Option<&Entry>, live: Option<Entry
                 class,
                 base: Some(Box::new(b.clone())),
                 live: None,
+                rule: None,
+                message: None,
             })
         }
         (Some(b), Some(l)) => {
@@ -272,6 +295,8 @@ pub fn compare(policy: &CompiledPolicy, base: Option<&Entry>, live: Option<Entry
                 class: l.class,
                 base: Some(Box::new(b.clone())),
                 live: Some(Box::new(l)),
+                rule: None,
+                message: None,
             })
         }
     }

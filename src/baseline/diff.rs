@@ -10,6 +10,10 @@ pub enum Status {
     Added,
     Removed,
     Changed,
+    /// A certificate whose content changed as a renewal (see `credential::rotation`).
+    Rotated,
+    /// Not drift but how things are: a posture check failed (`rule` says which).
+    Posture,
 }
 
 impl Status {
@@ -19,6 +23,8 @@ impl Status {
             Status::Added => "added",
             Status::Removed => "removed",
             Status::Changed => "changed",
+            Status::Rotated => "rotated",
+            Status::Posture => "posture",
         }
     }
 }
@@ -126,6 +132,9 @@ pub fn severity(class: Class, status: Status, changes: &[Attr]) -> Severity {
     use Severity::*;
     let worst = |f: &dyn Fn(Attr) -> Severity| changes.iter().map(|a| f(*a)).max().unwrap_or(Info);
     match (class, status) {
+        // Set by the credential checks themselves.
+        (_, Status::Rotated) => Low,
+        (_, Status::Posture) => Medium,
         (Class::PrivateKey, Status::Removed) => Critical,
         (Class::PrivateKey, Status::Added) => High,
         (Class::PrivateKey, Status::Changed) => worst(&|a| match a {

@@ -3,6 +3,7 @@
 
 pub mod attrs;
 pub mod check;
+pub mod credentials;
 pub mod diff;
 pub mod entry;
 pub mod hash;

@@ -51,6 +51,10 @@ pub(crate) struct UpdateArgs {
     /// Sign the updated baseline with this ed25519 key (a signed baseline must be re-signed).
     #[arg(long)]
     sign_key: Option<PathBuf>,
+    /// Accept only certificate renewals (findings `verify` reports as `rotated`), nothing
+    /// else; combines with PATH arguments.
+    #[arg(long)]
+    accept_rotations: bool,
     /// Accept only these host-absolute paths (and what lies beneath them); all when omitted.
     paths: Vec<PathBuf>,
 }
@@ -86,6 +90,8 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     // The walk runs on its own threads and streams entries here, where they are inserted
     // while hashing goes on: the database work overlaps the walk instead of following it.
     let (tx, rx) = std::sync::mpsc::sync_channel::<walk::Item>(4096);
+    let creds = std::sync::Mutex::new(Vec::new());
+    let cred_errors = std::sync::Mutex::new(Vec::new());
     let written = std::thread::scope(|sc| {
         sc.spawn(|| {
             let tx = tx;
@@ -98,6 +104,15 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
                 },
                 // A send fails only once the writer gave up; the walk then just finishes.
                 &|item| {
+                    // Credential facts are read here, on the walker's threads, while the
+                    // file is still in the page cache.
+                    if let walk::Item::Entry(e) = &item {
+                        match crate::baseline::credentials::record(&root, e) {
+                            Some(Ok(s)) => lock(&creds).push(s),
+                            Some(Err(err)) => lock(&cred_errors).push(err),
+                            None => {}
+                        }
+                    }
                     let _ = tx.send(item);
                 },
             );
@@ -119,6 +134,8 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
                 }
             });
             let n = s.put_entries(id, entries, &mut names)?;
+            // The channel is drained: every walker thread is done, every fact is in.
+            s.put_credentials(lock(&creds).iter())?;
             s.finish_run(id, n as i64, &now())?;
             if let Some(k) = &sign_key {
                 signing::sign(s, id, k, &now())?;
@@ -135,6 +152,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
             return Err(e);
         }
     };
+    errors.extend(cred_errors.into_inner().unwrap_or_else(|p| p.into_inner()));
     let dest = store.install()?;
     stats.report_unmatched(&policy);
     for e in &errors {
@@ -237,6 +255,11 @@ impl InitStats {
     }
 }
 
+/// Lock, shrugging off poisoning (a panicking walker already failed the run).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -314,7 +337,26 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
             errors.len()
         )));
     }
-    let selected = |p: &[u8]| filters.is_empty() || filters.iter().any(|f| is_within(p, f));
+    let (live_creds, cred_errors) =
+        crate::baseline::credentials::inspect_all(&root, &policy, &live, a.accept_rotations);
+    if !cred_errors.is_empty() {
+        for e in &cred_errors {
+            eprintln!("kmsentry: error: {e}");
+        }
+        return Err(Error::Integrity(format!(
+            "{} credential files could not be inspected; the baseline was not changed",
+            cred_errors.len()
+        )));
+    }
+    let rotated = if a.accept_rotations {
+        rotated_paths(&policy, &baseline, &live, &live_creds, &store)?
+    } else {
+        std::collections::HashMap::new()
+    };
+    let selected = |p: &[u8]| {
+        (filters.is_empty() || filters.iter().any(|f| is_within(p, f)))
+            && (!a.accept_rotations || rotated.contains_key(p))
+    };
     // Merge the two sorted lists into findings.
     let mut accepted: Vec<Accepted> = Vec::new();
     let mut put: Vec<&Entry> = Vec::new();
@@ -365,7 +407,11 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
             Outcome::Finding(f) => {
                 accepted.push(Accepted {
                     path: f.path.clone(),
-                    status: f.status.as_str().into(),
+                    status: if rotated.contains_key(&f.path) {
+                        "rotated".into()
+                    } else {
+                        f.status.as_str().into()
+                    },
                     changes: f
                         .changes
                         .iter()
@@ -394,6 +440,21 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         s.put_entries(id, put.iter().copied(), &mut names)?;
         s.delete_entries(delete.iter().copied())?;
         s.add_accepted(id, &accepted)?;
+        // Facts follow the entries: dropped with them, replaced where an entry is written.
+        s.delete_credentials(
+            delete
+                .iter()
+                .copied()
+                .chain(put.iter().map(|e| e.path.as_slice())),
+        )?;
+        let written: std::collections::HashSet<&[u8]> =
+            put.iter().map(|e| e.path.as_slice()).collect();
+        s.put_credentials(
+            live_creds
+                .iter()
+                .filter_map(|l| l.scanned.as_ref())
+                .filter(|sc| written.contains(sc.path.as_slice())),
+        )?;
         s.finish_run(id, n_put as i64, &now())?;
         if let Some(k) = &sign_key {
             signing::sign(s, id, k, &now())?;
@@ -424,6 +485,33 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::Clean)
+}
+
+/// The changed certificate files of `live` that renew what the baseline holds.
+fn rotated_paths(
+    policy: &crate::policy::CompiledPolicy,
+    baseline: &[Entry],
+    live: &[Entry],
+    live_creds: &[crate::baseline::credentials::LiveCred],
+    store: &Store,
+) -> Result<std::collections::HashMap<Vec<u8>, String>> {
+    let facts = crate::baseline::credentials::baseline_facts(store.credentials()?);
+    let findings: Vec<_> = live
+        .iter()
+        .filter(|l| facts.contains_key(&l.path))
+        .filter_map(|l| {
+            let i = baseline
+                .binary_search_by(|b| b.path.as_slice().cmp(&l.path))
+                .ok()?;
+            match compare(policy, Some(&baseline[i]), Some(l.clone())) {
+                Outcome::Finding(f) => Some(f),
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(crate::baseline::credentials::rotations(
+        &findings, live_creds, &facts,
+    ))
 }
 
 pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {

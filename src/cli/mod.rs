@@ -1,10 +1,12 @@
 //! Command-line definitions (clap) and dispatch. The only code that prints; each command's
 //! module turns library results into output and an [`ExitCode`].
 
+mod audit;
 mod baseline;
 mod key;
 mod log;
 mod policy;
+mod suggest;
 mod verify;
 mod watch;
 
@@ -58,6 +60,9 @@ enum Command {
     Baseline(BaselineCmd),
     /// Compare the live host (or an image under --root) with the baseline.
     Verify(verify::VerifyArgs),
+    /// Judge the credential files and provider binaries the policy guards (no baseline needed):
+    /// permissions, expiry, weak keys, key/certificate pairs, provider builds.
+    Audit(audit::AuditArgs),
     /// Validate policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -99,6 +104,8 @@ enum BaselineCmd {
 enum PolicyCmd {
     /// Validate a policy and print what it resolves to on this host (or under --root).
     Check(policy::CheckArgs),
+    /// Print a policy for this host (or an image under --root) from what is installed.
+    Suggest(suggest::SuggestArgs),
 }
 
 /// Options every command shares.
@@ -144,6 +151,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Baseline(BaselineCmd::Update(a)) => baseline::update(&a, common),
         Command::Baseline(BaselineCmd::Export(a)) => baseline::export(&a),
         Command::Verify(a) => verify::verify(&a, common),
+        Command::Audit(a) => audit::audit(&a, common),
+        Command::Policy(PolicyCmd::Suggest(a)) => suggest::suggest(&a),
         Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
         Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
         Command::Watch(a) => watch::watch(&a, common),

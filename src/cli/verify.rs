@@ -39,9 +39,12 @@ pub(crate) enum Format {
     Json,
     Junit,
     Sarif,
+    /// XCCDF 1.2 TestResult, for SCAP dashboards.
+    Xccdf,
 }
 
 pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
+    let started = super::now();
     let policy = crate::policy::load(&a.policy)?;
     let verify_key = a
         .verify_key
@@ -61,8 +64,11 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
             );
         }
     }
+    let facts = crate::baseline::credentials::baseline_facts(store.credentials()?);
+    let owners =
+        crate::baseline::credentials::owners(&policy, &crate::users::Names::for_root(&root));
     let pb = progress(common, "verify");
-    let report = check(
+    let mut report = check(
         &root,
         &policy,
         move || {
@@ -79,22 +85,25 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         CheckOptions {
             threads: common.threads,
             keep_clean: a.format == Format::Junit,
+            credentials: true,
         },
         &|| pb.inc(1),
     )?;
     pb.finish_and_clear();
-    let data = match a.format {
-        Format::Human => {
-            let mut v = Vec::new();
-            let color = common.color && a.output.is_none();
-            crate::report::human(&mut v, &report, color)
-                .map_err(|e| crate::error::Error::io("render", b"<report>".to_vec(), e))?;
-            v
-        }
-        Format::Json => json_bytes(&crate::report::json(&report)),
-        Format::Junit => crate::report::junit(&report).into_bytes(),
-        Format::Sarif => json_bytes(&crate::report::sarif(&report, env!("CARGO_PKG_VERSION"))),
-    };
+    crate::baseline::credentials::judge(
+        &mut report,
+        &policy,
+        &facts,
+        jiff::Timestamp::now().as_second(),
+        &owners,
+    );
+    let data = render(
+        &report,
+        a.format,
+        common.color && a.output.is_none(),
+        "verify",
+        &started,
+    )?;
     emit(&a.output, &data)?;
     if a.format != Format::Human && !common.quiet {
         for e in &report.errors {
@@ -109,6 +118,38 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         code = code.combine(ExitCode::Integrity);
     }
     Ok(code)
+}
+
+/// The report in `format`; `command` and `started` name the run in XCCDF.
+pub(crate) fn render(
+    report: &crate::baseline::check::Report,
+    format: Format,
+    color: bool,
+    command: &str,
+    started: &str,
+) -> Result<Vec<u8>> {
+    Ok(match format {
+        Format::Human => {
+            let mut v = Vec::new();
+            crate::report::human(&mut v, report, color)
+                .map_err(|e| crate::error::Error::io("render", b"<report>".to_vec(), e))?;
+            v
+        }
+        Format::Json => json_bytes(&crate::report::json(report)),
+        Format::Junit => crate::report::junit(report).into_bytes(),
+        Format::Sarif => json_bytes(&crate::report::sarif(report, env!("CARGO_PKG_VERSION"))),
+        Format::Xccdf => crate::report::xccdf(
+            report,
+            &crate::report::XccdfRun {
+                command,
+                host: &super::hostname(),
+                start: started,
+                end: &super::now(),
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        )
+        .into_bytes(),
+    })
 }
 
 fn json_bytes(v: &serde_json::Value) -> Vec<u8> {

@@ -4,17 +4,25 @@
 //!
 //! Owns the dispatch from raw bytes (PEM with any number of blocks and junk around them, or a
 //! single DER object) to the parsers in `x509`, `key` and `openssh`, and the fact types.
-//! Must not: do I/O (callers read the file through `fsroot` first), verify signatures, panic
-//! on any input, or hand out key material. Private key bytes stay in zeroized buffers inside
+//! Must not: do I/O outside `record::read_file` (the one reader, through `fsroot`), verify
+//! signatures outside `issued_by` (rotation checks), panic on any input, or hand out key
+//! material. Judgement lives beside the facts: `posture` (rules), `rotation` (renewals),
+//! `elf` (provider builds); all three are pure. Private key bytes stay in zeroized buffers inside
 //! this module; no fact type holds them, so `Debug` on every fact type is safe to derive.
 //! Strings in facts (subject, issuer) are chosen by whoever made the certificate: print them
 //! through [`crate::sanitize`].
 
+pub mod elf;
 mod fingerprint;
 mod key;
 mod openssh;
 mod pem;
+pub mod posture;
+pub mod record;
+pub mod rotation;
 mod x509;
+
+pub use record::{CredRecord, Scanned};
 
 #[cfg(test)]
 mod fixtures;
@@ -30,8 +38,23 @@ pub const MAX_PEM_BLOCKS: usize = 10_000;
 
 /// SHA-256 over the canonical DER of a SubjectPublicKeyInfo: equal for a certificate and the
 /// private key that belongs to it (see `fingerprint.rs` for what "canonical" means).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpkiSha256(pub [u8; 32]);
+
+impl serde::Serialize for SpkiSha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpkiSha256 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(SpkiSha256(out))
+    }
+}
 
 impl fmt::Debug for SpkiSha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,7 +69,8 @@ impl fmt::Display for SpkiSha256 {
 }
 
 /// What a file holds, coarsely: what a policy group of credential files compares against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CredKind {
     Certificate,
     CertificateBundle,
@@ -58,7 +82,8 @@ pub enum CredKind {
 }
 
 /// A public key algorithm and its size.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyAlgo {
     Rsa {
         bits: u32,
@@ -78,6 +103,25 @@ pub enum KeyAlgo {
     Other(String),
 }
 
+impl KeyAlgo {
+    /// Why the key is too weak for a KMS credential (RSA or DSA under 2048 bits, EC under
+    /// 256), or `None`.
+    pub fn weakness(&self) -> Option<String> {
+        match self {
+            KeyAlgo::Rsa { bits } if *bits < 2048 => {
+                Some(format!("RSA key of {bits} bits (< 2048)"))
+            }
+            KeyAlgo::Dsa { bits } if *bits < 2048 => {
+                Some(format!("DSA key of {bits} bits (< 2048)"))
+            }
+            KeyAlgo::Ec { curve, bits } if *bits != 0 && *bits < 256 => {
+                Some(format!("EC key on {curve}, {bits} bits (< 256)"))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for KeyAlgo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -92,7 +136,7 @@ impl fmt::Display for KeyAlgo {
 }
 
 /// Facts about one X.509 certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertFacts {
     /// One-line form in encoded order, as OpenSSL prints it: `C=US, O=Org, CN=name`.
     /// Chosen by whoever made the certificate: print through `sanitize`.
@@ -116,10 +160,18 @@ pub struct CertFacts {
     pub self_signed: bool,
     /// Signed with MD2, MD4, MD5 or SHA-1 (including RSASSA-PSS over SHA-1).
     pub sha1_or_md5_signature: bool,
+    /// subjectKeyIdentifier, lower-case hex, when present.
+    #[serde(default)]
+    pub subject_key_id: Option<String>,
+    /// authorityKeyIdentifier's keyIdentifier, lower-case hex, when present: which issuer key
+    /// signed this certificate, as the certificate claims it.
+    #[serde(default)]
+    pub authority_key_id: Option<String>,
 }
 
 /// How a key is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyFormat {
     /// PKCS#8 `PrivateKeyInfo` / `OneAsymmetricKey` (`BEGIN PRIVATE KEY`).
     Pkcs8,
@@ -140,7 +192,7 @@ pub enum KeyFormat {
 }
 
 /// Facts about one private key. Holds no private bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyFacts {
     pub format: KeyFormat,
     pub encrypted: bool,
@@ -156,7 +208,7 @@ pub struct KeyFacts {
 }
 
 /// Facts about one public key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublicKeyFacts {
     pub format: KeyFormat,
     pub key: KeyAlgo,
@@ -256,6 +308,32 @@ pub fn inspect(bytes: &[u8]) -> Facts {
         Ok(blocks) if blocks.is_empty() => inspect_der(bytes),
         Ok(blocks) => inspect_pem(&blocks),
     }
+}
+
+/// The DER of every certificate in `bytes` (PEM blocks labelled `CERTIFICATE`, or one DER
+/// certificate), for chain checks. Certificates are public; key blocks are never returned.
+pub fn certificate_ders(bytes: &[u8]) -> Vec<Vec<u8>> {
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Vec::new();
+    }
+    match pem::scan(bytes, MAX_PEM_BLOCKS) {
+        Ok(blocks) if blocks.is_empty() => match x509::cert_facts(bytes, false) {
+            Ok(_) => vec![bytes.to_vec()],
+            Err(_) => Vec::new(),
+        },
+        Ok(blocks) => blocks
+            .iter()
+            .filter(|b| matches!(b.label.as_str(), "CERTIFICATE" | "X509 CERTIFICATE"))
+            .map(|b| b.der.to_vec())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether certificate `child_der` is validly signed by the key of certificate `issuer_der`
+/// and names its subject as issuer.
+pub fn issued_by(child_der: &[u8], issuer_der: &[u8]) -> bool {
+    x509::issued_by(child_der, issuer_der)
 }
 
 /// What a PEM label says the block is; `Unknown` for labels that are not credentials.

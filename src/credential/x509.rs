@@ -3,8 +3,8 @@
 //! `x509-parser` reads real-world certificates that are not strict DER (serials with the high
 //! bit set, explicitly encoded defaults), which a sensor must report rather than call broken.
 //! The public key goes through `fingerprint` so it hashes like the matching private
-//! key. Must not: verify signatures or chains (no crypto backend is linked for that), consult
-//! the clock (expiry is the caller's comparison), or accept trailing bytes unless told to.
+//! key. Must not: verify signatures when reading facts (only [`issued_by`], asked by the
+//! rotation check, does, with `x509-parser`'s ring backend), consult the clock (expiry is the caller's comparison), or accept trailing bytes unless told to.
 
 use super::{fingerprint, CertFacts};
 use x509_parser::certificate::X509Certificate;
@@ -44,7 +44,23 @@ pub(super) fn cert_facts(der: &[u8], allow_trailing: bool) -> Result<CertFacts, 
         is_ca,
         self_signed: self_issued(&cert),
         sha1_or_md5_signature: weak,
+        subject_key_id: ski(&cert).map(hex::encode),
+        authority_key_id: aki(&cert).map(hex::encode),
     })
+}
+
+/// Whether the certificate `child_der` carries a valid signature by the key of the
+/// certificate `issuer_der` (and names it as issuer). Uses `x509-parser`'s `verify` feature
+/// (ring); nothing else in this module needs a crypto backend.
+pub(super) fn issued_by(child_der: &[u8], issuer_der: &[u8]) -> bool {
+    let (Ok((_, child)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(child_der),
+        x509_parser::parse_x509_certificate(issuer_der),
+    ) else {
+        return false;
+    };
+    child.issuer().as_raw() == issuer.subject().as_raw()
+        && child.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
 /// `C=US, O=Org, CN=name` in encoded order; an undisplayable name as `#` and its DER in hex,
@@ -60,26 +76,30 @@ fn self_issued(cert: &X509Certificate<'_>) -> bool {
     if cert.subject().as_raw() != cert.issuer().as_raw() {
         return false;
     }
-    let ski = cert
-        .get_extension_unique(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+    match (ski(cert), aki(cert)) {
+        (Some(s), Some(a)) => s == a,
+        _ => true,
+    }
+}
+
+fn ski<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.get_extension_unique(&OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
         .ok()
         .flatten()
         .and_then(|e| match e.parsed_extension() {
             ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0),
             _ => None,
-        });
-    let aki = cert
-        .get_extension_unique(&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+        })
+}
+
+fn aki<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.get_extension_unique(&OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
         .ok()
         .flatten()
         .and_then(|e| match e.parsed_extension() {
             ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0),
             _ => None,
-        });
-    match (ski, aki) {
-        (Some(s), Some(a)) => s == a,
-        _ => true,
-    }
+        })
 }
 
 /// The signature algorithm's name and whether its hash is MD2/MD4/MD5/SHA-1.
@@ -93,7 +113,15 @@ fn signature(cert: &X509Certificate<'_>) -> (String, bool) {
         return (format!("rsassa-pss({})", hash_name(&hash)), weak);
     }
     let weak = WEAK_SIGNATURES.contains(&oid.as_str());
-    (registry_name(&alg.algorithm).unwrap_or(oid), weak)
+    let name = registry_name(&alg.algorithm)
+        .or_else(|| {
+            SIGNATURE_NAMES
+                .iter()
+                .find(|(o, _)| *o == oid)
+                .map(|(_, n)| (*n).to_owned())
+        })
+        .unwrap_or(oid);
+    (name, weak)
 }
 
 fn registry_name(oid: &Oid<'_>) -> Option<String> {
@@ -119,6 +147,14 @@ const WEAK_SIGNATURES: &[&str] = &[
     "1.2.840.10040.4.3",    // dsa-with-sha1
     "1.2.840.10045.4.1",    // ecdsa-with-SHA1
     "1.3.14.3.2.27",        // dsaWithSHA1 (OIW)
+];
+
+/// Names the OID registry lacks.
+const SIGNATURE_NAMES: &[(&str, &str)] = &[
+    ("1.2.840.10045.4.1", "ecdsa-with-SHA1"),
+    ("1.2.840.10040.4.3", "dsa-with-sha1"),
+    ("1.3.14.3.2.29", "sha1WithRSASignature"),
+    ("1.3.14.3.2.27", "dsaWithSHA1"),
 ];
 
 const WEAK_HASHES: &[&str] = &["1.3.14.3.2.26", "1.2.840.113549.2.5", "1.2.840.113549.2.2"];

@@ -54,6 +54,16 @@ pub struct Access {
     pub allow: Vec<AllowRule>,
 }
 
+/// The build a provider binary must be: ELF GNU build-id (lower-case hex) and/or SONAME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub build_id: Option<String>,
+    pub soname: Option<String>,
+}
+
+/// Default for `expiry_warning_days`.
+pub const DEFAULT_EXPIRY_WARNING_DAYS: u32 = 30;
+
 /// A compiled group.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -64,6 +74,8 @@ pub struct Group {
     pub compare: CompareSet,
     pub access: Access,
     pub on_change: Vec<OnChange>,
+    /// provider-binary groups: the build each file must be (`expect:`).
+    pub expect: Option<Expect>,
     /// Position in the file, for precedence ties.
     pub order: usize,
 }
@@ -95,6 +107,8 @@ pub struct CompiledPolicy {
     /// BLAKE3 of the text, hex.
     pub digest: String,
     pub groups: Vec<Group>,
+    /// Certificates expiring within this many days are posture findings.
+    pub expiry_warning_days: u32,
 }
 
 impl CompiledPolicy {
@@ -329,6 +343,20 @@ pub fn parse_str(text: &str, file: &[u8]) -> Result<CompiledPolicy> {
             groups.push(group);
         }
     }
+    let expiry_warning_days = match &raw.expiry_warning_days {
+        None => DEFAULT_EXPIRY_WARNING_DAYS,
+        Some(d) if d.value > 3650 => {
+            problems.push(problem(
+                at(&d.referenced).as_ref(),
+                format!(
+                    "expiry_warning_days {} is over ten years; expected a number of days such as 30",
+                    d.value
+                ),
+            ));
+            DEFAULT_EXPIRY_WARNING_DAYS
+        }
+        Some(d) => d.value,
+    };
     if !problems.is_empty() {
         return Err(Error::Policy(PolicyErrors(problems)));
     }
@@ -337,6 +365,7 @@ pub fn parse_str(text: &str, file: &[u8]) -> Result<CompiledPolicy> {
         text: text.to_string(),
         digest: blake3::hash(text.as_bytes()).to_hex().to_string(),
         groups,
+        expiry_warning_days,
     })
 }
 
@@ -433,14 +462,45 @@ fn compile_group(
     if g.on_change.is_none() {
         on_change.push(OnChange::Alert);
     }
-    ok.then(|| Group {
+    let class = g.class.as_ref().map_or(Class::Generic, |c| c.value);
+    let expect = g.expect.as_ref().map(|x| {
+        if class != Class::ProviderBinary {
+            fail(
+                &x.referenced,
+                format!(
+                    "`expect` applies to provider-binary groups; this group's class is {}",
+                    class.as_str()
+                ),
+            );
+        }
+        let build_id = x.value.build_id.as_ref().map(|b| {
+            let v = b.value.trim().to_ascii_lowercase();
+            if v.len() < 2 || v.len() % 2 != 0 || !v.bytes().all(|c| c.is_ascii_hexdigit()) {
+                fail(
+                    &b.referenced,
+                    "build_id is not hexadecimal; expected the GNU build-id as `readelf -n` prints it".into(),
+                );
+            }
+            v
+        });
+        let soname = x.value.soname.as_ref().map(|s| s.value.clone());
+        if build_id.is_none() && soname.is_none() {
+            fail(
+                &x.referenced,
+                "`expect` is empty; expected `build_id:` and/or `soname:`".into(),
+            );
+        }
+        Expect { build_id, soname }
+    });
+    ok.then_some(Group {
         name,
-        class: g.class.as_ref().map_or(Class::Generic, |c| c.value),
+        class,
         patterns,
         excludes,
         compare,
         access,
         on_change,
+        expect,
         order,
     })
 }
@@ -684,6 +744,46 @@ groups:
         assert!(l.contains("does not compare `mode`"));
         let p = parse(GOOD).unwrap();
         assert!(p.lints().iter().any(|w| w.contains("overlap")));
+    }
+
+    #[test]
+    fn expiry_window_and_provider_expectations_compile_and_are_checked() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.expiry_warning_days, DEFAULT_EXPIRY_WARNING_DAYS);
+        let p = parse(
+            "version: 1\nexpiry_warning_days: 14\ngroups:\n  - name: p\n    class: provider-binary\n    paths: [/usr/lib/pkcs11]\n    expect:\n      build_id: AB12\n      soname: libx.so.1\n",
+        )
+        .unwrap();
+        assert_eq!(p.expiry_warning_days, 14);
+        assert_eq!(
+            p.groups[0].expect,
+            Some(Expect {
+                build_id: Some("ab12".into()),
+                soname: Some("libx.so.1".into())
+            })
+        );
+        let e = problems(
+            "version: 1\nexpiry_warning_days: 99999\ngroups:\n  - name: k\n    class: private-key\n    paths: [/k]\n    expect:\n      build_id: xyz\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("2:22: expiry_warning_days 99999")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`expect` applies to provider-binary groups")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("8:17: build_id is not hexadecimal")),
+            "{e:?}"
+        );
+        let e = problems(
+            "version: 1\ngroups:\n  - name: p\n    class: provider-binary\n    paths: [/p]\n    expect: {}\n",
+        );
+        assert!(e.iter().any(|m| m.contains("`expect` is empty")), "{e:?}");
     }
 
     #[test]

@@ -11,6 +11,9 @@ use serde_saphyr::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawPolicy {
     pub version: Spanned<u32>,
+    /// Certificates expiring within this many days are posture findings (default 30).
+    #[serde(default)]
+    pub expiry_warning_days: Option<Spanned<u32>>,
     pub groups: Spanned<Vec<RawGroup>>,
 }
 
@@ -30,6 +33,19 @@ pub struct RawGroup {
     pub access: Option<Spanned<RawAccess>>,
     #[serde(default)]
     pub on_change: Option<Vec<Spanned<OnChange>>>,
+    /// provider-binary groups: the build every file of the group must be.
+    #[serde(default)]
+    pub expect: Option<Spanned<RawExpect>>,
+}
+
+/// `expect:` block of a provider-binary group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExpect {
+    #[serde(default)]
+    pub build_id: Option<Spanned<String>>,
+    #[serde(default)]
+    pub soname: Option<Spanned<String>>,
 }
 
 /// What kind of credential material a group holds; drives severity and later checks.

@@ -21,6 +21,8 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
             Status::Added => paint("1;33", "ADDED  "),
             Status::Removed => paint("1;31", "REMOVED"),
             Status::Changed => paint("1;31", "CHANGED"),
+            Status::Rotated => paint("1;36", "ROTATED"),
+            Status::Posture => paint("1;35", "POSTURE"),
         };
         let sev = match f.severity {
             Severity::Critical | Severity::High => paint("31", f.severity.as_str()),
@@ -46,6 +48,13 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
             f.group,
             f.class.as_str()
         )?;
+        if let (Some(rule), Some(msg)) = (f.rule, &f.message) {
+            writeln!(
+                w,
+                "        {rule}: {}",
+                crate::sanitize::escape(msg.as_bytes())
+            )?;
+        }
         for (attr, (b, l)) in details(f) {
             writeln!(w, "        {}: {b} -> {l}", attr.as_str())?;
         }
@@ -55,12 +64,21 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
     }
     writeln!(
         w,
-        "{} checked: {} added, {} removed, {} changed, {} errors",
+        "{} checked: {} added, {} removed, {} changed, {} errors{}",
         report.checked,
         report.count(Status::Added),
         report.count(Status::Removed),
         report.count(Status::Changed),
-        report.errors.len()
+        report.errors.len(),
+        if report.count(Status::Rotated) + report.count(Status::Posture) > 0 {
+            format!(
+                "; {} rotated, {} posture",
+                report.count(Status::Rotated),
+                report.count(Status::Posture)
+            )
+        } else {
+            String::new()
+        }
     )?;
     if report.outside_policy > 0 {
         writeln!(

@@ -74,6 +74,11 @@ pub fn junit(report: &Report) -> String {
                             .map(|a| a.as_str())
                             .collect::<Vec<_>>()
                             .join(", "),
+                        Status::Posture | Status::Rotated => format!(
+                            "{} {}",
+                            f.rule.unwrap_or_default(),
+                            f.message.as_deref().unwrap_or_default()
+                        ),
                         s => s.as_str().to_string(),
                     };
                     let mut text = format!(
@@ -83,6 +88,9 @@ pub fn junit(report: &Report) -> String {
                         f.class.as_str(),
                         f.severity.as_str()
                     );
+                    if let (Some(rule), Some(m)) = (f.rule, &f.message) {
+                        let _ = write!(text, "\n{rule}: {m}");
+                    }
                     for (attr, (b, l)) in details(f) {
                         let _ = write!(text, "\n{}: {b} -> {l}", attr.as_str());
                     }
@@ -112,7 +120,7 @@ pub fn junit(report: &Report) -> String {
 }
 
 /// XML-escape text that `sanitize` already made free of control characters.
-fn xml(s: &str) -> String {
+pub(crate) fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

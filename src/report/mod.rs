@@ -7,11 +7,15 @@ mod export;
 mod human;
 mod junit;
 mod sarif;
+mod xccdf;
+
+use junit::xml as junit_xml;
 
 pub use export::export_line;
 pub use human::human;
 pub use junit::junit;
 pub use sarif::sarif;
+pub use xccdf::{xccdf, XccdfRun};
 
 use crate::baseline::check::{Finding, Report};
 use crate::baseline::diff::Status;
@@ -37,7 +41,13 @@ pub fn json(report: &Report) -> Value {
             o.insert("group".into(), json!(f.group));
             o.insert("class".into(), json!(f.class.as_str()));
             o.insert("severity".into(), json!(f.severity.as_str()));
-            if f.status == Status::Changed {
+            if let Some(rule) = f.rule {
+                o.insert("rule".into(), json!(rule));
+            }
+            if let Some(m) = &f.message {
+                o.insert("message".into(), json!(m));
+            }
+            if matches!(f.status, Status::Changed | Status::Rotated) {
                 let mut d = Map::new();
                 for (attr, (b, l)) in details(f) {
                     d.insert(attr.as_str().into(), json!({"baseline": b, "live": l}));
@@ -59,6 +69,8 @@ pub fn json(report: &Report) -> Value {
             "added": report.count(Status::Added),
             "removed": report.count(Status::Removed),
             "changed": report.count(Status::Changed),
+            "rotated": report.count(Status::Rotated),
+            "posture": report.count(Status::Posture),
             "errors": report.errors.len(),
         },
         "errors": errors,

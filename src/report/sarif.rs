@@ -1,9 +1,11 @@
-//! SARIF 2.1.0: one rule per change kind (`added`, `removed`, `content`, `mode`, ...), one
-//! result per (finding, change), located at the host path as a `file://` URI.
+//! SARIF 2.1.0: one rule per change kind (`added`, `removed`, `content`, `mode`, ...) and one
+//! per credential check (`KMS-KEY-PERM`, ...); one result per (finding, change), located at
+//! the host path as a `file://` URI.
 
 use super::details;
 use crate::baseline::check::Report;
 use crate::baseline::diff::{Severity, Status};
+use crate::credential::posture::Rule;
 use crate::policy::Attr;
 use crate::sanitize::escape;
 use serde_json::{json, Value};
@@ -52,6 +54,22 @@ fn level(s: Severity) -> &'static str {
     }
 }
 
+/// The level a rule's findings usually have (each finding carries its own).
+pub fn default_severity(r: Rule) -> Severity {
+    match r {
+        Rule::KeyPerm | Rule::ProviderWritable | Rule::ProviderSetuid => Severity::Critical,
+        Rule::KeyOwner
+        | Rule::CertExpired
+        | Rule::WeakKey
+        | Rule::CaNotCa
+        | Rule::ProviderVersion => Severity::High,
+        Rule::CertNotYetValid | Rule::WeakSignature | Rule::CertNoKey | Rule::Unparseable => {
+            Severity::Medium
+        }
+        Rule::CertExpiring | Rule::KeyNoCert | Rule::CertRotated => Severity::Low,
+    }
+}
+
 /// `file://` URI for a host path: unreserved bytes as is, everything else percent-encoded.
 pub fn file_uri(path: &[u8]) -> String {
     let mut s = String::from("file://");
@@ -70,28 +88,42 @@ pub fn sarif(report: &Report, version: &str) -> Value {
     let ids: Vec<&str> = ["added", "removed"]
         .into_iter()
         .chain(Attr::ALL.iter().map(|a| a.as_str()))
+        .chain(Rule::ALL.iter().map(|r| r.id()))
         .collect();
     let rules: Vec<Value> = ids
         .iter()
-        .map(|id| {
-            let (name, text) = rule_text(id);
-            json!({"id": id, "name": name, "shortDescription": {"text": text},
-                   "help": {"text": format!("{text} See docs/policy.md (compare vocabulary).")}})
+        .map(|id| match Rule::parse(id) {
+            // One rule per credential check, with its help text and default level.
+            Some(r) => json!({"id": id, "name": r.id().replace('-', ""),
+                   "shortDescription": {"text": r.title()},
+                   "fullDescription": {"text": r.help()},
+                   "help": {"text": format!("{} See docs/credentials.md.", r.help())},
+                   "defaultConfiguration": {"level": level(default_severity(r))},
+                   "properties": {"tags": ["security", "credentials"]}}),
+            None => {
+                let (name, text) = rule_text(id);
+                json!({"id": id, "name": name, "shortDescription": {"text": text},
+                       "help": {"text": format!("{text} See docs/policy.md (compare vocabulary).")}})
+            }
         })
         .collect();
     let mut results = Vec::new();
     for f in &report.findings {
-        let kinds: Vec<String> = match f.status {
-            Status::Changed => f.changes.iter().map(|a| a.as_str().to_string()).collect(),
-            s => vec![s.as_str().to_string()],
+        let kinds: Vec<String> = match (f.status, f.rule) {
+            (Status::Posture | Status::Rotated, Some(rule)) => vec![rule.to_string()],
+            (Status::Changed, _) => f.changes.iter().map(|a| a.as_str().to_string()).collect(),
+            (s, _) => vec![s.as_str().to_string()],
         };
         let det = details(f);
         for kind in kinds {
-            let extra = det
-                .iter()
-                .find(|(a, _)| a.as_str() == kind)
-                .map(|(_, (b, l))| format!(": {b} -> {l}"))
-                .unwrap_or_default();
+            let extra = match &f.message {
+                Some(m) => format!(": {m}"),
+                None => det
+                    .iter()
+                    .find(|(a, _)| a.as_str() == kind)
+                    .map(|(_, (b, l))| format!(": {b} -> {l}"))
+                    .unwrap_or_default(),
+            };
             let rule_index = ids.iter().position(|i| *i == kind).unwrap_or(0);
             results.push(json!({
                 "ruleId": kind,

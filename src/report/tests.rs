@@ -61,6 +61,7 @@ fn report() -> Report {
         checked: 3,
         outside_policy: 0,
         clean: vec![],
+        credentials: vec![],
     }
 }
 
@@ -77,7 +78,7 @@ fn json_has_the_design_fields_and_escapes_names() {
     assert_eq!(f["details"]["mode"]["baseline"], "0600");
     assert_eq!(
         v["summary"],
-        serde_json::json!({"checked": 3, "added": 1, "removed": 1, "changed": 1, "errors": 0})
+        serde_json::json!({"checked": 3, "added": 1, "removed": 1, "changed": 1, "rotated": 0, "posture": 0, "errors": 0})
     );
     let text = serde_json::to_string(&v).unwrap();
     assert!(text.contains(r#""/k/a\nb\\xff.key""#));

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_signatures.sql"),
+    include_str!("migrations/0003_credentials.sql"),
 ];
 
 /// Every column of `entries`, in table order: what is loaded, and what the signature digest
@@ -50,6 +51,9 @@ pub struct Run {
     pub reason: Option<String>,
     pub entries: i64,
 }
+
+/// One `credentials` row: path, BLAKE3 of the content the facts describe, the facts.
+pub type CredentialRow = (Vec<u8>, [u8; 32], crate::credential::CredRecord);
 
 /// One accepted change, for the update history.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,8 +263,11 @@ impl Store {
     }
 
     fn require_tables(&self, version: i64, path: &[u8]) -> Result<()> {
-        const BY_VERSION: [&[&str]; 2] =
-            [&["runs", "entries", "xattrs", "accepted"], &["signatures"]];
+        const BY_VERSION: [&[&str]; 3] = [
+            &["runs", "entries", "xattrs", "accepted"],
+            &["signatures"],
+            &["credentials"],
+        ];
         let wanted = BY_VERSION
             .iter()
             .take(version.clamp(0, SCHEMA_VERSION) as usize);
@@ -451,6 +458,86 @@ impl Store {
             }
         }
         tx.commit().map_err(err)
+    }
+
+    /// Record (or replace) the credential facts of these files.
+    pub fn put_credentials<'a>(
+        &mut self,
+        items: impl IntoIterator<Item = &'a crate::credential::Scanned>,
+    ) -> Result<()> {
+        let path = bytes(&self.path);
+        let err = |e| Error::Db {
+            path: path.clone(),
+            what: "write credential facts".into(),
+            source: e,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO credentials (path, blake3, kind, facts) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
+            for s in items {
+                put.execute(params![
+                    s.path,
+                    &s.blake3[..],
+                    s.record.kind_str(),
+                    s.record.to_json()
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forget the credential facts of these files.
+    pub fn delete_credentials<'a>(
+        &mut self,
+        paths: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<()> {
+        let path = bytes(&self.path);
+        let err = |e| Error::Db {
+            path: path.clone(),
+            what: "delete credential facts".into(),
+            source: e,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        {
+            let mut del = tx
+                .prepare_cached("DELETE FROM credentials WHERE path = ?1")
+                .map_err(err)?;
+            for p in paths {
+                del.execute([p]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Every credential facts row: (path, BLAKE3 of the content they describe, facts).
+    pub fn credentials(&self) -> Result<Vec<CredentialRow>> {
+        let err = |e| self.db_err("read credential facts", e);
+        let mut st = self
+            .conn
+            .prepare("SELECT path, blake3, facts FROM credentials ORDER BY path")
+            .map_err(err)?;
+        let mut rows = st.query([]).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(err)? {
+            let path: Vec<u8> = r.get(0).map_err(err)?;
+            let hash: Vec<u8> = r.get(1).map_err(err)?;
+            let facts: String = r.get(2).map_err(err)?;
+            let schema = |what: String| Error::DbSchema {
+                path: bytes(&self.path),
+                what,
+            };
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| schema("credential facts: blake3 is not 32 bytes".into()))?;
+            let record = crate::credential::CredRecord::from_json(&facts).map_err(schema)?;
+            out.push((path, hash, record));
+        }
+        Ok(out)
     }
 
     /// Record accepted changes of run `run`.

@@ -1300,6 +1300,7 @@ impl Checker {
             crate::baseline::check::CheckOptions {
                 threads: self.cfg.threads,
                 keep_clean: false,
+                credentials: false,
             },
             &|| {},
         )?;
@@ -1668,6 +1669,7 @@ impl Checker {
             crate::baseline::check::CheckOptions {
                 threads: self.cfg.threads,
                 keep_clean: false,
+                credentials: false,
             },
             &|| {},
         ) {

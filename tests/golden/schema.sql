@@ -7,6 +7,12 @@ CREATE TABLE accepted (
     old_blake3 BLOB,
     new_blake3 BLOB
 );
+CREATE TABLE credentials (
+    path   BLOB PRIMARY KEY,
+    blake3 BLOB NOT NULL,
+    kind   TEXT NOT NULL,
+    facts  TEXT NOT NULL
+);
 CREATE TABLE entries (
     path         BLOB    PRIMARY KEY,
     type         TEXT    NOT NULL,
