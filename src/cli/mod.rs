@@ -4,6 +4,8 @@
 mod baseline;
 mod key;
 mod policy;
+mod restore;
+mod store;
 mod verify;
 
 use crate::error::{Error, Result};
@@ -62,6 +64,19 @@ enum Command {
     /// Manage the ed25519 keys that sign baselines.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Put tampered files back from the trusted store (plan, show, apply).
+    Restore(restore::RestoreArgs),
+    /// Check and prune the trusted store.
+    #[command(subcommand)]
+    Store(StoreCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Re-hash every object; a corrupt or unreadable one exits 3.
+    Verify(store::VerifyArgs),
+    /// Delete objects no given baseline references.
+    Gc(store::GcArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +146,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Verify(a) => verify::verify(&a, common),
         Command::Policy(PolicyCmd::Check(a)) => policy::check(&a, common),
         Command::Key(KeyCmd::Gen(a)) => key::gen(&a, common),
+        Command::Restore(a) => restore::restore(&a, common),
+        Command::Store(StoreCmd::Verify(a)) => store::verify(&a, common),
+        Command::Store(StoreCmd::Gc(a)) => store::gc(&a, common),
     }
 }
 

@@ -9,7 +9,11 @@
 //! and renames it over only once complete, so a failed or interrupted init loses nothing.
 //! Every error here maps to exit status 3.
 
+pub mod objects;
+pub mod origin;
 pub mod signing;
+
+pub use origin::check_origin;
 
 use crate::baseline::{Entry, FileType, Hashes, Problem, Xattr};
 use crate::error::{Error, Result};
@@ -22,6 +26,7 @@ use std::path::{Path, PathBuf};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_signatures.sql"),
+    include_str!("migrations/0004_run_machine_id.sql"),
 ];
 
 /// Every column of `entries`, in table order: what is loaded, and what the signature digest
@@ -49,6 +54,8 @@ pub struct Run {
     pub policy_text: String,
     pub reason: Option<String>,
     pub entries: i64,
+    /// The recording host's `/etc/machine-id`, when it has one.
+    pub machine_id: Option<String>,
 }
 
 /// One accepted change, for the update history.
@@ -259,8 +266,12 @@ impl Store {
     }
 
     fn require_tables(&self, version: i64, path: &[u8]) -> Result<()> {
-        const BY_VERSION: [&[&str]; 2] =
-            [&["runs", "entries", "xattrs", "accepted"], &["signatures"]];
+        const BY_VERSION: [&[&str]; 3] = [
+            &["runs", "entries", "xattrs", "accepted"],
+            &["signatures"],
+            // 0004: a column of `runs`, no new table.
+            &[],
+        ];
         let wanted = BY_VERSION
             .iter()
             .take(version.clamp(0, SCHEMA_VERSION) as usize);
@@ -324,8 +335,8 @@ impl Store {
     pub fn add_run(&mut self, run: &Run) -> Result<i64> {
         self.conn
             .execute(
-                "INSERT INTO runs (kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO runs (kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries, machine_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     run.kind,
                     run.started_at,
@@ -337,7 +348,8 @@ impl Store {
                     run.policy_digest,
                     run.policy_text,
                     run.reason,
-                    run.entries
+                    run.entries,
+                    run.machine_id
                 ],
             )
             .map_err(|e| self.db_err("record run", e))?;
@@ -641,7 +653,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries
+                "SELECT id, kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries, machine_id
                  FROM runs ORDER BY id",
             )
             .map_err(err)?;
@@ -660,6 +672,7 @@ impl Store {
                     policy_text: r.get(9)?,
                     reason: r.get(10)?,
                     entries: r.get(11)?,
+                    machine_id: r.get(12)?,
                 })
             })
             .map_err(err)?;
@@ -881,6 +894,7 @@ pub(crate) mod tests {
             policy_text: "version: 1".into(),
             reason: None,
             entries: 0,
+            machine_id: None,
         }
     }
 
