@@ -103,22 +103,7 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
             .map_err(|e| Error::io("open quarantine", objects.path().as_os_str().as_bytes(), e))?;
         let hooks = Hooks::default();
         for (item, out) in plan.items.iter().zip(outcomes.iter_mut()) {
-            let compare = policy
-                .classify(&item.path)
-                .map_or_else(crate::policy::CompareSet::default_set, |g| g.compare);
-            let compare = crate::policy::CompareSet::from_attrs(
-                compare
-                    .iter()
-                    .filter(|c| !restore::UNRESTORABLE.contains(c)),
-            );
-            *out = Some(restore::apply_item(
-                &root,
-                Some(&objects),
-                item,
-                compare,
-                &q,
-                &hooks,
-            ));
+            *out = Some(restore::apply_item(&root, Some(&objects), item, &q, &hooks));
         }
     }
     let data = match a.format {

@@ -243,14 +243,32 @@ pub fn inspect(
     Ok(Some(e))
 }
 
-/// The compare set and group of `path` under `policy` (the default set when no group covers
-/// it any more), minus what the kernel sets.
-fn compare_set(policy: &CompiledPolicy, base: &Entry) -> (CompareSet, String, Class) {
-    let (set, group, class) = policy.classify(&base.path).map_or_else(
-        || (CompareSet::default_set(), base.group.clone(), base.class),
-        |g| (g.compare, g.name.clone(), g.class),
-    );
-    (restorable(set), group, class)
+/// How the policy sees one baselined path.
+struct Scope {
+    /// What to compare, minus what the kernel sets.
+    compare: CompareSet,
+    group: String,
+    class: Class,
+    /// The group restores, so the store must hold its content.
+    expects_object: bool,
+}
+
+/// The scope of `base` under `policy` (the default compare set when no group covers it).
+fn scope_of(policy: &CompiledPolicy, base: &Entry) -> Scope {
+    match policy.classify(&base.path) {
+        Some(g) => Scope {
+            compare: restorable(g.compare),
+            group: g.name.clone(),
+            class: g.class,
+            expects_object: g.on_change.contains(&crate::policy::OnChange::Restore),
+        },
+        None => Scope {
+            compare: restorable(CompareSet::default_set()),
+            group: base.group.clone(),
+            class: base.class,
+            expects_object: false,
+        },
+    }
 }
 
 fn restorable(set: CompareSet) -> CompareSet {
@@ -262,11 +280,15 @@ fn plan_one(
     root: &Root,
     store: Option<&ObjectStore>,
     base: &Entry,
-    compare: CompareSet,
-    group: String,
-    class: Class,
+    scope: Scope,
     created_dirs: &HashSet<Vec<u8>>,
 ) -> Option<PlanItem> {
+    let Scope {
+        compare,
+        group,
+        class,
+        expects_object,
+    } = scope;
     let (pdir, name) = split_parent(&base.path);
     let mut item = PlanItem {
         path: base.path.clone(),
@@ -278,6 +300,7 @@ fn plan_one(
         base: base.clone(),
         live: None,
         parent: None,
+        compare,
     };
     if name.is_empty() {
         item.planned = Err(RestoreError::Unsupported(
@@ -322,8 +345,10 @@ fn plan_one(
             Vec::new()
         }
     };
+    // In a group that restores, the store must hold the copy: its absence is tampering
+    // with the store (exit 3, reported by the verification below), not a missing feature.
     let has_object = match (store, base.hashes) {
-        (Some(s), Some(h)) => s.contains(&h.blake3),
+        (Some(s), Some(h)) => expects_object || s.contains(&h.blake3),
         _ => false,
     };
     item.planned = plan_item(base, live.as_ref(), &changes, has_object);
@@ -382,8 +407,7 @@ pub fn plan(
             continue;
         }
         plan.checked += 1;
-        let (compare, group, class) = compare_set(policy, base);
-        if let Some(item) = plan_one(root, store, base, compare, group, class, &created_dirs) {
+        if let Some(item) = plan_one(root, store, base, scope_of(policy, base), &created_dirs) {
             if base.ftype == FileType::Dir
                 && matches!(&item.planned, Ok(p) if p.method != Method::InPlace)
             {
@@ -409,9 +433,12 @@ pub fn restore_entry(
         root,
         Some(store),
         base,
-        restorable(compare),
-        base.group.clone(),
-        base.class,
+        Scope {
+            compare: restorable(compare),
+            group: base.group.clone(),
+            class: base.class,
+            expects_object: true,
+        },
         &HashSet::new(),
     );
     match item {
@@ -423,14 +450,7 @@ pub fn restore_entry(
             after: base.hashes,
             quarantined: None,
         }),
-        Some(item) => apply_item(
-            root,
-            Some(store),
-            &item,
-            restorable(compare),
-            quarantine,
-            &Hooks::default(),
-        ),
+        Some(item) => apply_item(root, Some(store), &item, quarantine, &Hooks::default()),
     }
 }
 
@@ -444,7 +464,6 @@ pub fn apply_item(
     root: &Root,
     store: Option<&ObjectStore>,
     item: &PlanItem,
-    compare: CompareSet,
     quarantine: &Quarantine,
     hooks: &Hooks,
 ) -> Result<Restored, RestoreError> {
@@ -565,7 +584,7 @@ pub fn apply_item(
     let after = inspect(dir.as_fd(), &cname, &base.path, &item.group, item.class)
         .map_err(|e| RestoreError::io("inspect restored entry", e))?
         .ok_or_else(|| RestoreError::Refused("the restored entry vanished".into()))?;
-    let left: Vec<&'static str> = diff(base, &after, compare)
+    let left: Vec<&'static str> = diff(base, &after, item.compare)
         .iter()
         .map(|a| a.as_str())
         .collect();

@@ -85,6 +85,9 @@ pub struct PlanItem {
     pub live: Option<Entry>,
     /// (dev, ino) of the parent directory the plan saw; apply refuses another.
     pub parent: Option<(u64, u64)>,
+    /// What "differs" means for this path (the group's `compare`, minus what the kernel
+    /// sets); apply checks the result against it.
+    pub compare: crate::policy::CompareSet,
 }
 
 /// Everything that differs, in path order (parents before children).
