@@ -581,3 +581,34 @@ mod race {
         assert_eq!(r.method, None);
     }
 }
+
+#[test]
+fn restore_refuses_an_edited_signed_baseline() {
+    let env = setup();
+    let key = env.path("k");
+    let r = env.run(&[
+        OsStr::new("key"),
+        OsStr::new("gen"),
+        OsStr::new("--out"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0);
+    init_with_store(&env, &[OsStr::new("--sign-key"), key.as_os_str()]);
+    env.chmod("/etc/kms/client.key", 0o644);
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    c.execute_batch(
+        "UPDATE entries SET mode = 420 WHERE path = CAST('/etc/kms/client.key' AS BLOB)",
+    )
+    .unwrap();
+    drop(c);
+    let pubkey = format!("{}.pub", key.to_str().unwrap());
+    let before = listing(&env.root());
+    let r = restore(&env, &["--verify-key", &pubkey]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("changed after it was signed"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(listing(&env.root()), before);
+}
