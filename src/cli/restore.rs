@@ -105,6 +105,8 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
         for (item, out) in plan.items.iter().zip(outcomes.iter_mut()) {
             *out = Some(restore::apply_item(&root, Some(&objects), item, &q, &hooks));
         }
+        q.sync()
+            .map_err(|e| Error::io("sync quarantine", q.path().as_os_str().as_bytes(), e))?;
     }
     let data = match a.format {
         Format::Human => human(&plan, &outcomes, a.dry_run, integrity).into_bytes(),

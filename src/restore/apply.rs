@@ -450,7 +450,13 @@ pub fn restore_entry(
             after: base.hashes,
             quarantined: None,
         }),
-        Some(item) => apply_item(root, Some(store), &item, quarantine, &Hooks::default()),
+        Some(item) => {
+            let r = apply_item(root, Some(store), &item, quarantine, &Hooks::default());
+            quarantine
+                .sync()
+                .map_err(|e| RestoreError::io("sync quarantine", e))?;
+            r
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! systems (an image under `--root`, a store on another disk) a regular file is copied through
 //! an `O_NOFOLLOW` fd and then unlinked, a symlink or device node lives on in the record alone,
 //! and a directory is refused before anything was changed ([`Quarantine::same_fs`]).
+//! Records are flushed together by [`Quarantine::sync`] at the end of a batch.
 
 use crate::baseline::Entry;
 use crate::sanitize::JsonName;
@@ -164,6 +165,17 @@ impl Quarantine {
         ))
     }
 
+    /// Make everything quarantined so far durable: one `syncfs` of the store's file system
+    /// instead of an `fsync` per record and per rename (a restore of 1,000 files would
+    /// otherwise wait for 2,000 more flushes). Call it once a batch of restores is done.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let g = self.dir.lock().unwrap_or_else(|p| p.into_inner());
+        match g.as_ref() {
+            Some(d) => rustix::fs::syncfs(d).map_err(Into::into),
+            None => Ok(()),
+        }
+    }
+
     /// Move the displaced entry `from_dir/from_name` (recorded as `entry`) into quarantine
     /// with its record. Returns where it went.
     pub fn keep(
@@ -197,7 +209,6 @@ impl Quarantine {
                 Err(e) => return Err(e.into()),
             };
             write_record(q, &name, entry, kept, now)?;
-            rustix::fs::fsync(q)?;
             Ok(self.path.join(&name))
         })
     }
@@ -208,7 +219,6 @@ impl Quarantine {
         self.with_dir(|q| {
             let name = Self::free_name(q, &escape_path(&entry.path))?;
             write_record(q, &name, entry, Kept::RecordOnly, now)?;
-            rustix::fs::fsync(q)?;
             Ok(self.path.join(format!("{name}.json")))
         })
     }
@@ -248,7 +258,6 @@ fn copy_across(
     )?;
     let mut dst = std::fs::File::from(dst);
     std::io::copy(&mut std::fs::File::from(src), &mut dst)?;
-    dst.sync_all()?;
     Ok(Kept::Copied)
 }
 
@@ -302,9 +311,7 @@ fn write_record(
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o400),
     )?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(&data)?;
-    f.sync_all()
+    std::fs::File::from(fd).write_all(&data)
 }
 
 #[cfg(test)]
