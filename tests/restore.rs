@@ -433,7 +433,7 @@ fn a_path_without_a_trusted_copy_exits_1_and_says_why() {
 }
 
 #[test]
-fn a_symlinked_parent_is_refused() {
+fn a_baselined_directory_replaced_by_a_symlink_is_rebuilt_without_following_it() {
     let env = setup();
     init_with_store(&env, &[]);
     // /etc/kms/sub becomes a symlink to a directory outside the guarded tree.
@@ -441,14 +441,43 @@ fn a_symlinked_parent_is_refused() {
     std::fs::remove_dir_all(env.at("/etc/kms/sub")).unwrap();
     std::os::unix::fs::symlink("/elsewhere", env.at("/etc/kms/sub")).unwrap();
     let r = restore(&env, &[]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(
-        r.stdout
-            .contains("/etc/kms/sub is a symlink; restore never follows"),
+        r.stdout.contains("changed /etc/kms/sub [type"),
         "{}",
         r.stdout
     );
+    assert!(
+        r.stdout
+            .contains("removed /etc/kms/sub/deep.pem -> recreate"),
+        "{}",
+        r.stdout
+    );
+    verify_clean(&env);
+    assert!(std::fs::symlink_metadata(env.at("/etc/kms/sub"))
+        .unwrap()
+        .is_dir());
     assert_eq!(std::fs::read_dir(env.at("/elsewhere")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_symlinked_ancestor_is_refused_and_nothing_is_written_through_it() {
+    let env = setup();
+    init_with_store(&env, &[]);
+    // /etc (not baselined itself) becomes a symlink to a look-alike tree elsewhere.
+    std::fs::rename(env.at("/etc"), env.at("/elsewhere")).unwrap();
+    std::fs::write(env.at("/elsewhere/kms/client.yaml"), b"tampered").unwrap();
+    std::os::unix::fs::symlink("/elsewhere", env.at("/etc")).unwrap();
+    let before = listing(&env.root());
+    let r = restore(&env, &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("/etc is a symlink; restore never follows"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(listing(&env.root()), before, "wrote through the symlink");
 }
 
 mod race {

@@ -275,6 +275,20 @@ fn restorable(set: CompareSet) -> CompareSet {
     CompareSet::from_attrs(set.iter().filter(|a| !UNRESTORABLE.contains(a)))
 }
 
+/// Whether `dir` or one of its ancestors is rebuilt by an earlier item of the plan.
+fn rebuilt_above(created_dirs: &HashSet<Vec<u8>>, dir: &[u8]) -> bool {
+    let mut d = dir;
+    loop {
+        if created_dirs.contains(d) {
+            return true;
+        }
+        if d == b"/" {
+            return false;
+        }
+        d = split_parent(d).0;
+    }
+}
+
 /// Plan one baselined entry: inspect it, diff it, decide. `None` when it is clean.
 fn plan_one(
     root: &Root,
@@ -323,10 +337,9 @@ fn plan_one(
                 }
             }
         }
-        // The parent is missing but will be recreated earlier in this plan.
-        Err(DirError::Missing(m)) if created_dirs.contains(&m) || created_dirs.contains(pdir) => {
-            None
-        }
+        // The parent (or an ancestor) is missing or is not a directory, but will be rebuilt
+        // earlier in this plan; apply walks the path again, without following anything.
+        Err(DirError::Missing(_) | DirError::Other(_)) if rebuilt_above(created_dirs, pdir) => None,
         Err(e) => {
             item.planned = Err(e.into());
             return Some(item);
