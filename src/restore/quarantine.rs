@@ -231,24 +231,32 @@ fn copy_across(
     q: BorrowedFd<'_>,
     name: &CStr,
 ) -> std::io::Result<Kept> {
-    let src = match rustix::fs::openat(
+    // Classify before opening: opening a device node can have side effects (a tape rewinds).
+    let kind = rustix::fs::statx(
         from_dir,
         from_name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::LOOP) => return Ok(Kept::RecordOnly), // a symlink
-        Err(e) => return Err(e.into()),
-    };
-    let st = rustix::fs::fstat(&src)?;
-    if st.st_mode & 0o170000 != 0o100000 {
-        if st.st_mode & 0o170000 == 0o040000 {
+        AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::TYPE,
+    )?
+    .stx_mode
+        & 0o170000;
+    match u32::from(kind) {
+        0o100000 => {}
+        0o040000 => {
             return Err(std::io::Error::other(
                 "a directory cannot be moved into quarantine across file systems",
-            ));
+            ))
         }
-        return Ok(Kept::RecordOnly);
+        _ => return Ok(Kept::RecordOnly),
+    }
+    let src = rustix::fs::openat(
+        from_dir,
+        from_name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if rustix::fs::fstat(&src)?.st_mode & 0o170000 != 0o100000 {
+        return Ok(Kept::RecordOnly); // swapped since statx: keep the record only
     }
     let dst = rustix::fs::openat(
         q,
@@ -317,6 +325,46 @@ fn write_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn across_file_systems_a_file_is_copied_and_a_symlink_kept_as_its_record() {
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("skipped: no /dev/shm");
+            return;
+        };
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dev = |p: &std::path::Path| {
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap())
+        };
+        if dev(shm.path()) == dev(disk.path()) {
+            eprintln!("skipped: /dev/shm is on the same file system");
+            return;
+        }
+        let store = ObjectStore::create(&shm.path().join("store")).unwrap();
+        let q = Quarantine::new(&store, "t").unwrap();
+        std::fs::write(disk.path().join("f"), b"tampered").unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", disk.path().join("l")).unwrap();
+        let dir = rustix::fs::open(
+            disk.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        let mut e = crate::store::tests::sample(b"/etc/kms/f");
+        let got = q.keep(dir.as_fd(), c"f", &e, "now").unwrap();
+        assert_eq!(std::fs::read(&got).unwrap(), b"tampered");
+        assert!(!disk.path().join("f").exists());
+        e.path = b"/etc/kms/l".to_vec();
+        e.ftype = crate::baseline::FileType::Symlink;
+        let got = q.keep(dir.as_fd(), c"l", &e, "now").unwrap();
+        assert!(!got.exists(), "a symlink lives on in its record only");
+        let mut rec = got.into_os_string();
+        rec.push(".json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(rec).unwrap()).unwrap();
+        assert_eq!(v["content"], "record_only");
+        assert!(std::fs::symlink_metadata(disk.path().join("l")).is_err());
+        q.sync().unwrap();
+    }
 
     #[test]
     fn paths_escape_to_one_safe_bounded_name() {
