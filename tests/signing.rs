@@ -152,3 +152,105 @@ fn a_bad_key_file_is_a_usage_error_before_any_work() {
     );
     assert!(!env.db().exists());
 }
+
+/// A baseline of the live host (no --root): the policy names the test tree by its real
+/// absolute path.
+fn live_host_env() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::new();
+    let dir = env.at("/etc/kms");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("client.key"), b"k1").unwrap();
+    env.policy(&format!(
+        "version: 1\ngroups:\n  - name: keys\n    class: private-key\n    paths: ['{}']\n",
+        dir.to_str().unwrap()
+    ));
+    let key = env.path("signing.key");
+    let r = env.run(&[
+        OsStr::new("key"),
+        OsStr::new("gen"),
+        OsStr::new("--out"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (policy, db) = (env.path("policy.yaml"), env.db());
+    let r = env.run(&[
+        OsStr::new("baseline"),
+        OsStr::new("init"),
+        OsStr::new("--policy"),
+        policy.as_os_str(),
+        OsStr::new("--db"),
+        db.as_os_str(),
+        OsStr::new("--sign-key"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    (env, key)
+}
+
+fn verify_live(env: &TestEnv, extra: &[&OsStr]) -> Run {
+    let (policy, db) = (env.path("policy.yaml"), env.db());
+    let mut args = vec![
+        OsStr::new("verify"),
+        OsStr::new("--policy"),
+        policy.as_os_str(),
+        OsStr::new("--db"),
+        db.as_os_str(),
+    ];
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+/// Make the database look recorded elsewhere, then sign it again with the same key: what a
+/// fleet-wide key makes possible when a sibling host's baseline is copied over.
+fn move_to_other_host(env: &TestEnv, key: &std::path::Path) {
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    c.execute_batch(&format!(
+        "UPDATE runs SET host = 'elsewhere', machine_id = '{}'",
+        "0".repeat(32)
+    ))
+    .unwrap();
+    drop(c);
+    let mut s = kmsentry::store::Store::open(&env.db(), true).unwrap();
+    let k = kmsentry::store::signing::load_signing_key(key).unwrap();
+    kmsentry::store::signing::sign(&mut s, 1, &k, "now").unwrap();
+}
+
+#[test]
+fn a_database_from_another_host_exits_3_even_when_validly_signed() {
+    let (env, key) = live_host_env();
+    let pubkey = pub_of(&key);
+    assert_eq!(verify_live(&env, &[]).code, 0);
+    move_to_other_host(&env, &key);
+    let r = verify_live(&env, &[OsStr::new("--verify-key"), pubkey.as_os_str()]);
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("this baseline was recorded on host `elsewhere`"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("--allow-other-host"), "{}", r.stderr);
+    // Deliberate use: allowed, with a warning.
+    let r = verify_live(
+        &env,
+        &[
+            OsStr::new("--verify-key"),
+            pubkey.as_os_str(),
+            OsStr::new("--allow-other-host"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("allowed by --allow-other-host"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_golden_image_baseline_recorded_under_root_verifies_on_any_host() {
+    let (env, key) = signed_env();
+    move_to_other_host(&env, &key);
+    let r = verify_with(&env, &pub_of(&key));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+}

@@ -32,6 +32,13 @@ pub(crate) struct InitArgs {
     /// Sign the baseline with this ed25519 key (from `kmsentry key gen`).
     #[arg(long)]
     sign_key: Option<PathBuf>,
+    /// Keep a trusted copy of every regular file of groups with `on_change: restore` in this
+    /// content-addressed store (for `kmsentry restore` and the daemon).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// With --store: copy the files of every group, not only those with `on_change: restore`.
+    #[arg(long, requires = "store")]
+    store_all: bool,
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +62,13 @@ pub(crate) struct UpdateArgs {
     /// else; combines with PATH arguments.
     #[arg(long)]
     accept_rotations: bool,
+    /// Keep a trusted copy of every regular file of groups with `on_change: restore` in this
+    /// content-addressed store (for `kmsentry restore` and the daemon).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// With --store: copy the files of every group, not only those with `on_change: restore`.
+    #[arg(long, requires = "store")]
+    store_all: bool,
     /// Accept only these host-absolute paths (and what lies beneath them); all when omitted.
     paths: Vec<PathBuf>,
 }
@@ -80,6 +94,8 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
         .transpose()?;
     let root_dir = root_path(&a.root);
     let root = Root::open(&root_dir)?;
+    let objects = super::store::open_for_baseline(&a.store)?;
+    let mut to_store = Vec::new();
     let started = now();
     let clock = std::time::Instant::now();
     let mut store = Store::create(&a.db, a.force)?;
@@ -126,6 +142,9 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
                 walk::Item::Entry(e) => {
                     pb.inc(1);
                     stats.add(&policy, &e);
+                    if objects.is_some() {
+                        super::store::select(&policy, &e, a.store_all, &mut to_store);
+                    }
                     Some(e)
                 }
                 walk::Item::Error(e) => {
@@ -154,6 +173,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     };
     errors.extend(cred_errors.into_inner().unwrap_or_else(|p| p.into_inner()));
     let dest = store.install()?;
+    let stored = super::store::copy_in(objects.as_ref(), &root, &to_store, common);
     stats.report_unmatched(&policy);
     for e in &errors {
         eprintln!("kmsentry: error: {e}");
@@ -176,7 +196,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
         );
     }
     Ok(if errors.is_empty() {
-        ExitCode::Clean
+        stored
     } else {
         ExitCode::Integrity
     })
@@ -203,6 +223,7 @@ fn new_run(
         policy_text: policy.text.clone(),
         reason,
         entries: 0,
+        machine_id: crate::store::origin::machine_id(),
     }
 }
 
@@ -306,6 +327,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         .as_deref()
         .map(signing::load_signing_key)
         .transpose()?;
+    let objects = super::store::open_for_baseline(&a.store)?;
     let mut store = Store::open(&a.db, true)?;
     store.quick_check()?;
     if sign_key.is_none() && store.is_signed()? {
@@ -461,6 +483,13 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         }
         Ok(())
     })?;
+    let mut to_store = Vec::new();
+    if objects.is_some() {
+        for e in &put {
+            super::store::select(&policy, e, a.store_all, &mut to_store);
+        }
+    }
+    let stored = super::store::copy_in(objects.as_ref(), &root, &to_store, common);
     if !common.quiet {
         for acc in &accepted {
             eprintln!(
@@ -484,7 +513,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
             accepted.len()
         );
     }
-    Ok(ExitCode::Clean)
+    Ok(stored)
 }
 
 /// The changed certificate files of `live` that renew what the baseline holds.

@@ -6,6 +6,8 @@ mod baseline;
 mod key;
 mod log;
 mod policy;
+mod restore;
+mod store;
 mod suggest;
 mod verify;
 mod watch;
@@ -76,6 +78,19 @@ enum Command {
     /// Check alert logs.
     #[command(subcommand)]
     Log(LogCmd),
+    /// Put tampered files back from the trusted store (plan, show, apply).
+    Restore(restore::RestoreArgs),
+    /// Check and prune the trusted store.
+    #[command(subcommand)]
+    Store(StoreCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Re-hash every object; a corrupt or unreadable one exits 3.
+    Verify(store::VerifyArgs),
+    /// Delete objects no given baseline references.
+    Gc(store::GcArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -158,6 +173,9 @@ pub fn run() -> Result<ExitCode> {
         Command::Watch(a) => watch::watch(&a, common),
         Command::Status(a) => watch::status(&a),
         Command::Log(LogCmd::Verify(a)) => log::verify(&a),
+        Command::Restore(a) => restore::restore(&a, common),
+        Command::Store(StoreCmd::Verify(a)) => store::verify(&a, common),
+        Command::Store(StoreCmd::Gc(a)) => store::gc(&a, common),
     }
 }
 

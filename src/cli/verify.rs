@@ -31,6 +31,10 @@ pub(crate) struct VerifyArgs {
     /// an edited, deleted or swapped row exits 3.
     #[arg(long)]
     verify_key: Option<PathBuf>,
+    /// Compare this host with a baseline recorded on another live host (normally exit 3;
+    /// baselines recorded under --root verify anywhere without it).
+    #[arg(long)]
+    allow_other_host: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -55,6 +59,7 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
     // Open (and so fail fast on a missing or foreign database) here; the full read and the
     // integrity check run beside the walk.
     let store = Store::open(&a.db, false)?;
+    crate::store::check_origin(&store, &root, a.allow_other_host)?;
     if let Some(last) = store.runs()?.last() {
         if last.policy_digest != policy.digest {
             tracing::warn!(

@@ -9,7 +9,11 @@
 //! and renames it over only once complete, so a failed or interrupted init loses nothing.
 //! Every error here maps to exit status 3.
 
+pub mod objects;
+pub mod origin;
 pub mod signing;
+
+pub use origin::check_origin;
 
 use crate::baseline::{Entry, FileType, Hashes, Problem, Xattr};
 use crate::error::{Error, Result};
@@ -23,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_signatures.sql"),
     include_str!("migrations/0003_credentials.sql"),
+    include_str!("migrations/0004_run_machine_id.sql"),
 ];
 
 /// Every column of `entries`, in table order: what is loaded, and what the signature digest
@@ -50,6 +55,8 @@ pub struct Run {
     pub policy_text: String,
     pub reason: Option<String>,
     pub entries: i64,
+    /// The recording host's `/etc/machine-id`, when it has one.
+    pub machine_id: Option<String>,
 }
 
 /// One `credentials` row: path, BLAKE3 of the content the facts describe, the facts.
@@ -263,10 +270,12 @@ impl Store {
     }
 
     fn require_tables(&self, version: i64, path: &[u8]) -> Result<()> {
-        const BY_VERSION: [&[&str]; 3] = [
+        const BY_VERSION: [&[&str]; 4] = [
             &["runs", "entries", "xattrs", "accepted"],
             &["signatures"],
             &["credentials"],
+            // 0004: a column of `runs`, no new table.
+            &[],
         ];
         let wanted = BY_VERSION
             .iter()
@@ -331,8 +340,8 @@ impl Store {
     pub fn add_run(&mut self, run: &Run) -> Result<i64> {
         self.conn
             .execute(
-                "INSERT INTO runs (kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO runs (kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries, machine_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     run.kind,
                     run.started_at,
@@ -344,7 +353,8 @@ impl Store {
                     run.policy_digest,
                     run.policy_text,
                     run.reason,
-                    run.entries
+                    run.entries,
+                    run.machine_id
                 ],
             )
             .map_err(|e| self.db_err("record run", e))?;
@@ -728,7 +738,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries
+                "SELECT id, kind, started_at, finished_at, host, root, tool_version, policy_file, policy_digest, policy_text, reason, entries, machine_id
                  FROM runs ORDER BY id",
             )
             .map_err(err)?;
@@ -747,6 +757,7 @@ impl Store {
                     policy_text: r.get(9)?,
                     reason: r.get(10)?,
                     entries: r.get(11)?,
+                    machine_id: r.get(12)?,
                 })
             })
             .map_err(err)?;
@@ -968,6 +979,7 @@ pub(crate) mod tests {
             policy_text: "version: 1".into(),
             reason: None,
             entries: 0,
+            machine_id: None,
         }
     }
 

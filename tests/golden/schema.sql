@@ -52,7 +52,7 @@ CREATE TABLE runs (
     policy_text   TEXT    NOT NULL,
     reason        TEXT,
     entries       INTEGER NOT NULL
-);
+, machine_id TEXT);
 CREATE TABLE signatures (
     id         INTEGER PRIMARY KEY,
     run_id     INTEGER NOT NULL REFERENCES runs (id),
