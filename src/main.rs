@@ -1,12 +1,6 @@
 //! The `kmsentry` binary: parse arguments, run the library, print the error chain, exit with
 //! the status the outcome maps to (0 clean, 1 drift, 2 usage/policy, 3 integrity).
 
-/// mimalloc returns freed pages to the system promptly: the daemon's start-up reconcile
-/// loads the whole baseline once, and glibc's per-thread arenas would keep that peak as RSS
-/// for the daemon's lifetime.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     match kmsentry::cli::run() {
         Ok(code) => std::process::ExitCode::from(code.code()),
