@@ -644,3 +644,130 @@ fn a_kernel_denial_of_a_non_root_reader_is_reported() {
     w.stop();
     assert!(!has_rules(), "the daemon removed its audit rules on exit");
 }
+
+fn restore_policy(w: &Watch) -> String {
+    format!(
+        "version: 1\ngroups:\n  - name: conf\n    class: kms-config\n    paths: [{}]\n    on_change: [alert, restore]\n",
+        w.s("conf")
+    )
+}
+
+fn init_with_store(w: &Watch) -> PathBuf {
+    let store = w.env.path("store");
+    let r = w.env.run(&[
+        "baseline".as_ref(),
+        "init".as_ref(),
+        "--force".as_ref(),
+        "--policy".as_ref(),
+        w.env.path("policy.yaml").as_os_str(),
+        "--db".as_ref(),
+        w.env.db().as_os_str(),
+        "--store".as_ref(),
+        store.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "init --store: {}", r.stderr);
+    store
+}
+
+#[test]
+fn a_tampered_file_is_restored_automatically_within_two_seconds() {
+    require_root!();
+    let mut w = Watch::new();
+    let conf = w.write("conf/kms.yaml", b"endpoint: https://kms.example\n", 0o640);
+    w.policy(&restore_policy(&w));
+    let store = init_with_store(&w);
+    w.start(&["--store", store.to_str().unwrap()]);
+    let t = Instant::now();
+    std::fs::write(&conf, b"endpoint: https://evil.example\n").unwrap();
+    let a = w
+        .wait_for(Duration::from_secs(2), |a| {
+            a["kind"] == "restored" && a["outcome"] == "success"
+        })
+        .expect("restored within 2 s");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(a["path"], conf.to_str().unwrap());
+    assert_eq!(
+        a["detail"]["blake3_after"],
+        blake3::hash(b"endpoint: https://kms.example\n")
+            .to_hex()
+            .as_str()
+    );
+    assert_eq!(
+        a["detail"]["blake3_before"],
+        blake3::hash(b"endpoint: https://evil.example\n")
+            .to_hex()
+            .as_str()
+    );
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        b"endpoint: https://kms.example\n"
+    );
+    // The restored file (a new inode) is watched again: a second change is restored too.
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o666)).unwrap();
+    w.wait_for(Duration::from_secs(2), |a| {
+        a["kind"] == "restored" && a["changes"] == serde_json::json!(["mode"])
+    })
+    .expect("mode restored");
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // A deleted file comes back.
+    std::fs::remove_file(&conf).unwrap();
+    w.wait_for(Duration::from_secs(2), |a| {
+        a["kind"] == "restored" && a["detail"]["method"] == "recreate"
+    })
+    .expect("recreated");
+    assert_eq!(
+        std::fs::read(&conf).unwrap(),
+        b"endpoint: https://kms.example\n"
+    );
+    w.stop();
+}
+
+#[test]
+fn a_restore_loop_is_abandoned_at_a_bounded_rate() {
+    require_root!();
+    let mut w = Watch::new();
+    let conf = w.write("conf/kms.yaml", b"good\n", 0o644);
+    w.policy(&restore_policy(&w));
+    let store = init_with_store(&w);
+    w.start(&["--store", store.to_str().unwrap()]);
+    // Something rewrites the file over and over (bounded: 60 writes over ~3 s).
+    for i in 0..60 {
+        std::fs::write(&conf, format!("bad {i}\n")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if w.alerts().iter().any(|a| a["kind"] == "restore_abandoned") {
+            break;
+        }
+    }
+    let a = w
+        .wait_for(Duration::from_secs(3), |a| a["kind"] == "restore_abandoned")
+        .expect("restore_abandoned");
+    assert_eq!(a["path"], conf.to_str().unwrap());
+    let restored = w
+        .alerts()
+        .iter()
+        .filter(|a| a["kind"] == "restored" && a["outcome"] == "success")
+        .count();
+    assert!(restored <= 5, "{restored} restores before giving up");
+    w.stop();
+}
+
+#[test]
+fn a_change_made_while_down_is_restored_at_start() {
+    require_root!();
+    let mut w = Watch::new();
+    let conf = w.write("conf/kms.yaml", b"good\n", 0o644);
+    w.policy(&restore_policy(&w));
+    let store = init_with_store(&w);
+    std::fs::write(&conf, b"changed offline\n").unwrap();
+    w.start(&["--store", store.to_str().unwrap()]);
+    let all = w.alerts();
+    assert!(all.iter().any(|a| a["kind"] == "reconciled"));
+    assert!(all
+        .iter()
+        .any(|a| a["kind"] == "restored" && a["outcome"] == "success"));
+    assert_eq!(std::fs::read(&conf).unwrap(), b"good\n");
+    w.stop();
+}

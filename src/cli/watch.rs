@@ -47,6 +47,13 @@ pub(crate) struct WatchArgs {
     /// Refuse a baseline not signed by this ed25519 public key.
     #[arg(long)]
     verify_key: Option<PathBuf>,
+    /// Trusted content store (`baseline init --store`): groups with `on_change: [alert,
+    /// restore]` are put back from it when they change.
+    #[arg(long, short = 's')]
+    store: Option<PathBuf>,
+    /// Accept a baseline recorded on another host (normally exit 3).
+    #[arg(long)]
+    allow_other_host: bool,
     /// What to answer when a permission decision is not ready within --stall-ms.
     #[arg(long, value_enum, default_value_t = OnStall::Deny)]
     on_stall: OnStall,
@@ -76,6 +83,8 @@ pub(crate) fn watch(a: &WatchArgs, common: Common) -> Result<ExitCode> {
         policy: a.policy.clone(),
         db: a.db.clone(),
         verify_key: a.verify_key.clone(),
+        store: a.store.clone(),
+        allow_other_host: a.allow_other_host,
         alerts: AlertConfig {
             host: hostname(),
             file: a.alerts.clone(),

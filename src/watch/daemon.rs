@@ -49,6 +49,10 @@ pub struct Config {
     pub policy: PathBuf,
     pub db: PathBuf,
     pub verify_key: Option<PathBuf>,
+    /// Trusted content store: groups with `on_change: restore` are put back from it.
+    pub store: Option<PathBuf>,
+    /// Accept a live-host baseline recorded on another host.
+    pub allow_other_host: bool,
     pub alerts: AlertConfig,
     pub on_stall: OnStall,
     pub stall: Duration,
@@ -234,7 +238,12 @@ fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) ->
 pub fn run(cfg: Config) -> Result<()> {
     let root = Arc::new(Root::open(std::path::Path::new("/"))?);
     let policy = crate::policy::load(&cfg.policy)?;
-    let store = open_baseline(&cfg)?;
+    let store = open_baseline(&cfg, &root)?;
+    let objects = match &cfg.store {
+        Some(p) => Some(crate::store::objects::ObjectStore::open(p)?),
+        None => None,
+    };
+    warn_restore_without_store(&policy, objects.is_some());
     let trust = build_trust(&policy, &root);
     let shared = Arc::new(Shared {
         snap: RwLock::new(Arc::new(Snapshot::new(policy, trust))),
@@ -293,6 +302,8 @@ pub fn run(cfg: Config) -> Result<()> {
         drift: HashMap::new(),
         pending: HashMap::new(),
         audit: None,
+        objects,
+        restores: HashMap::new(),
     };
     checker.place_marks()?;
     {
@@ -466,9 +477,10 @@ fn fan_err(what: &str, e: nix::Error) -> Error {
     Error::Usage(format!("{what}: {e}{hint}"))
 }
 
-fn open_baseline(cfg: &Config) -> Result<Store> {
+fn open_baseline(cfg: &Config, root: &Root) -> Result<Store> {
     let store = Store::open(&cfg.db, false)?;
     store.quick_check()?;
+    crate::store::check_origin(&store, root, cfg.allow_other_host)?;
     if let Some(k) = &cfg.verify_key {
         let key = crate::store::signing::load_verifying_key(k)?;
         crate::store::signing::check(&store, &key)?;
@@ -1110,6 +1122,38 @@ struct Checker {
     pending: HashMap<Vec<u8>, Touch>,
     /// New kernel-audit targets after a reload.
     audit: Option<SyncSender<Vec<super::audit::Target>>>,
+    /// The trusted content store (`--store`).
+    objects: Option<crate::store::objects::ObjectStore>,
+    /// Recent automatic restores per path (rate limit).
+    restores: HashMap<Vec<u8>, RestoreLog>,
+}
+
+#[derive(Default)]
+struct RestoreLog {
+    times: std::collections::VecDeque<Instant>,
+    abandoned_until: Option<Instant>,
+}
+
+/// At most this many automatic restores of one path within [`RESTORE_WINDOW`] ...
+const RESTORE_BURST: usize = 5;
+const RESTORE_WINDOW: Duration = Duration::from_secs(60);
+/// ... then the path is left alone (one `restore_abandoned` alert) for this long.
+const RESTORE_BACKOFF: Duration = Duration::from_secs(600);
+
+fn warn_restore_without_store(policy: &CompiledPolicy, have_store: bool) {
+    if have_store {
+        return;
+    }
+    for g in &policy.groups {
+        if g.on_change
+            .contains(&crate::policy::schema::OnChange::Restore)
+        {
+            tracing::warn!(
+                "group {} has `on_change: restore` but the daemon has no --store: changes are only reported",
+                g.name
+            );
+        }
+    }
 }
 
 struct Touch {
@@ -1318,6 +1362,16 @@ impl Checker {
             a.detail.insert("status".into(), f.status.as_str().into());
             hash_detail(&mut a, f.base.as_deref(), f.live.as_deref());
             let _ = self.alert.send(a);
+            // Changed while no daemon watched, in a group that restores: put it back now.
+            if let (Some(b), Some(g)) = (f.base.as_deref(), snap.policy.group(&f.group)) {
+                if matches!(f.status, Status::Changed | Status::Removed)
+                    && g.on_change
+                        .contains(&crate::policy::schema::OnChange::Restore)
+                    && self.try_restore(&f.path, b, g.compare, g.class, g.name.clone())
+                {
+                    continue;
+                }
+            }
             self.drift.insert(f.path, f.live.map(|b| *b));
         }
         Ok(n)
@@ -1520,6 +1574,22 @@ impl Checker {
         }
         hash_detail(&mut a, prev.as_ref(), live.as_ref());
         let _ = self.alert.send(a);
+        let differs_from_base = match (&base, &live) {
+            (Some(_), None) => true,
+            (Some(_), Some(_)) => !vs_base.is_empty(),
+            _ => false,
+        };
+        if differs_from_base
+            && g.on_change
+                .contains(&crate::policy::schema::OnChange::Restore)
+        {
+            if let Some(b) = &base {
+                if self.try_restore(path, b, g.compare, g.class, g.name.clone()) {
+                    self.drift.remove(path);
+                    return;
+                }
+            }
+        }
         // Update what "last observed" means for this path.
         let same_as_base = match (&base, &live) {
             (None, None) => true,
@@ -1530,6 +1600,114 @@ impl Checker {
             self.drift.remove(path);
         } else {
             self.drift.insert(path.to_vec(), live);
+        }
+    }
+
+    /// Put `path` back as baselined from the trusted store, at a bounded rate. True when it
+    /// now matches the baseline.
+    fn try_restore(
+        &mut self,
+        path: &[u8],
+        base: &Entry,
+        compare: crate::policy::CompareSet,
+        class: Class,
+        group: String,
+    ) -> bool {
+        let Some(objects) = &self.objects else {
+            return false;
+        };
+        let now = Instant::now();
+        let log = self.restores.entry(path.to_vec()).or_default();
+        if log.abandoned_until.is_some_and(|t| now < t) {
+            return false;
+        }
+        while log
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTORE_WINDOW)
+        {
+            log.times.pop_front();
+        }
+        let mut a = Alert::new(Kind::Restored, Severity::Medium);
+        a.path = Some(path.to_vec());
+        a.group = Some(group);
+        a.class = Some(class);
+        if log.times.len() >= RESTORE_BURST {
+            log.abandoned_until = Some(now + RESTORE_BACKOFF);
+            a.kind = Kind::RestoreAbandoned;
+            a.severity = Severity::High;
+            a.outcome = Some(Outcome::Failure);
+            a.detail.insert(
+                "message".into(),
+                format!(
+                    "restored {} times within {} s and changed again; left alone for {} s",
+                    log.times.len(),
+                    RESTORE_WINDOW.as_secs(),
+                    RESTORE_BACKOFF.as_secs()
+                )
+                .into(),
+            );
+            let _ = self.alert.send(a);
+            return false;
+        }
+        log.times.push_back(now);
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%S%.6fZ")
+            .to_string();
+        let result = crate::restore::Quarantine::new(objects, &stamp)
+            .map_err(|e| crate::restore::RestoreError::Io {
+                op: "create quarantine",
+                msg: e.to_string(),
+            })
+            .and_then(|q| {
+                let r = crate::restore::restore_entry(&self.root, objects, base, compare, &q);
+                let _ = q.sync();
+                r
+            });
+        match result {
+            Ok(r) => {
+                if r.method.is_none() {
+                    return true;
+                }
+                a.outcome = Some(Outcome::Success);
+                a.changes = r.changes.iter().map(|c| c.as_str()).collect();
+                if let Some(m) = r.method {
+                    a.detail.insert("method".into(), m.as_str().into());
+                }
+                if let Some(h) = r.before {
+                    a.detail
+                        .insert("blake3_before".into(), hex::encode(h.blake3).into());
+                }
+                if let Some(h) = r.after {
+                    a.detail
+                        .insert("blake3_after".into(), hex::encode(h.blake3).into());
+                }
+                if let Some(q) = &r.quarantined {
+                    use std::os::unix::ffi::OsStrExt;
+                    a.detail.insert(
+                        "quarantine".into(),
+                        crate::sanitize::JsonName(q.as_os_str().as_bytes())
+                            .text()
+                            .into_owned()
+                            .into(),
+                    );
+                }
+                let _ = self.alert.send(a);
+                // A replaced entry is a new inode: mark it like the old one.
+                let snap = self.snap();
+                let want = marks_for(base.ftype, snap.policy.classify(path));
+                if self.apply_marks(path, Marks::default(), want).is_ok() {
+                    self.marked.insert(path.to_vec(), want);
+                }
+                true
+            }
+            Err(e) => {
+                a.severity = Severity::High;
+                a.outcome = Some(Outcome::Failure);
+                a.detail.insert("message".into(), e.to_string().into());
+                let _ = self.alert.send(a);
+                false
+            }
         }
     }
 
@@ -1621,7 +1799,8 @@ impl Checker {
                 return;
             }
         };
-        let store = match open_baseline(&self.cfg) {
+        warn_restore_without_store(&policy, self.objects.is_some());
+        let store = match open_baseline(&self.cfg, &self.root) {
             Ok(s) => s,
             Err(e) => {
                 let mut a = Alert::new(Kind::PolicyReloaded, Severity::High);
