@@ -300,6 +300,14 @@ impl Store {
         Ok(())
     }
 
+    /// Cap SQLite's page cache at `kib` KiB (the daemon keeps the database open for its
+    /// lifetime and looks rows up one at a time; the default cache is 2 MiB).
+    pub fn limit_cache(&self, kib: u32) -> Result<()> {
+        self.conn
+            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))
+            .map_err(|e| self.db_err("set cache size", e))
+    }
+
     /// SQLite's own consistency check of every page (catches truncation and corruption
     /// before they can pass for "removed" findings).
     pub fn quick_check(&self) -> Result<()> {

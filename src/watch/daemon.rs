@@ -13,7 +13,8 @@
 //! events like anyone's; `perm` allows its own pid before anything else, and never opens a
 //! file itself, so no thread waits on an answer only it could give.
 
-use super::fanotify::{self, Handle};
+use super::fanotify;
+use super::paths::{Builder, Marks, Watched};
 use crate::alert::{Alert, AlertConfig, Alerter, Kind, Outcome};
 use crate::baseline::diff::{change_severity, diff, severity, Severity, Status};
 use crate::baseline::entry::Entry;
@@ -133,8 +134,8 @@ impl Stats {
 
 struct Shared {
     snap: RwLock<Arc<Snapshot>>,
-    /// Handle of every marked inode → its path.
-    handles: RwLock<HashMap<Handle, Vec<u8>>>,
+    /// Every watched path, its marks, and the file-handle index.
+    watched: RwLock<Watched>,
     /// (dev, ino) of every inode in the permission group → the path it was marked at. The
     /// event fd's inode decides the group, whatever name (or hard link) it was opened by.
     perm_inodes: RwLock<HashMap<(u64, u64), Vec<u8>>>,
@@ -157,7 +158,8 @@ enum Work {
     Touch {
         path: Vec<u8>,
         mask: u64,
-        who: Option<ProcessInfo>,
+        /// Boxed: the queue preallocates every slot, so slots stay small.
+        who: Option<Box<ProcessInfo>>,
     },
     Rescan(&'static str),
     Reload,
@@ -183,28 +185,21 @@ fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
-const NOTIFY_FILE: u64 = libc::FAN_MODIFY
+const NOTIFY_FILE: u32 = (libc::FAN_MODIFY
     | libc::FAN_CLOSE_WRITE
     | libc::FAN_ATTRIB
     | libc::FAN_DELETE_SELF
-    | libc::FAN_MOVE_SELF;
-const NOTIFY_DIR: u64 = libc::FAN_CREATE
+    | libc::FAN_MOVE_SELF) as u32;
+const NOTIFY_DIR: u32 = (libc::FAN_CREATE
     | libc::FAN_DELETE
     | libc::FAN_MOVED_FROM
     | libc::FAN_MOVED_TO
     | libc::FAN_ATTRIB
     | libc::FAN_DELETE_SELF
     | libc::FAN_MOVE_SELF
-    | libc::FAN_ONDIR;
+    | libc::FAN_ONDIR) as u32;
 const NAMESPACE: u64 =
     libc::FAN_CREATE | libc::FAN_DELETE | libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO;
-
-/// The marks one path should carry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-struct Marks {
-    notify: u64,
-    perm: u64,
-}
 
 fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) -> Marks {
     use crate::baseline::entry::FileType;
@@ -216,12 +211,12 @@ fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) ->
             if let Some(g) = group {
                 match g.access.mode {
                     AccessMode::Enforce => {
-                        m.perm = libc::FAN_OPEN_PERM;
+                        m.perm = libc::FAN_OPEN_PERM as u32;
                         if g.class == Class::ProviderBinary {
-                            m.perm |= libc::FAN_OPEN_EXEC_PERM;
+                            m.perm |= libc::FAN_OPEN_EXEC_PERM as u32;
                         }
                     }
-                    AccessMode::Audit => m.notify |= libc::FAN_OPEN,
+                    AccessMode::Audit => m.notify |= libc::FAN_OPEN as u32,
                     AccessMode::Off => {}
                 }
             }
@@ -247,7 +242,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let trust = build_trust(&policy, &root);
     let shared = Arc::new(Shared {
         snap: RwLock::new(Arc::new(Snapshot::new(policy, trust))),
-        handles: RwLock::new(HashMap::new()),
+        watched: RwLock::new(Watched::default()),
         perm_inodes: RwLock::new(HashMap::new()),
         stop: AtomicBool::new(false),
         stats: Stats::default(),
@@ -264,8 +259,8 @@ pub fn run(cfg: Config) -> Result<()> {
     );
 
     let mut alerter = Alerter::new(cfg.alerts.clone())?;
-    let (alert_tx, alert_rx) = mpsc::sync_channel::<Alert>(65_536);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(65_536);
+    let (alert_tx, alert_rx) = mpsc::sync_channel::<Box<Alert>>(16_384);
+    let (work_tx, work_rx) = mpsc::sync_channel::<Work>(16_384);
     let (hash_tx, hash_rx) = mpsc::sync_channel::<HashJob>(1024);
 
     let mut threads = Vec::new();
@@ -298,7 +293,6 @@ pub fn run(cfg: Config) -> Result<()> {
         store,
         cfg: cfg.clone(),
         alert: alert_tx.clone(),
-        marked: HashMap::new(),
         drift: HashMap::new(),
         pending: HashMap::new(),
         audit: None,
@@ -306,6 +300,11 @@ pub fn run(cfg: Config) -> Result<()> {
         restores: HashMap::new(),
     };
     checker.place_marks()?;
+    tracing::info!(
+        "marks placed: {} paths, RSS {} KiB",
+        read(&checker.shared.watched).len(),
+        rss_kib()
+    );
     {
         let (s, f, a, w) = (
             shared.clone(),
@@ -345,7 +344,7 @@ pub fn run(cfg: Config) -> Result<()> {
                         *counts.entry(a.kind.as_str()).or_insert(0) += 1;
                     }
                 }
-                if let Err(e) = alerter.emit_batch(batch) {
+                if let Err(e) = alerter.emit_batch(batch.into_iter().map(|b| *b).collect()) {
                     tracing::error!("alert sink: {e}");
                 }
             }
@@ -355,7 +354,11 @@ pub fn run(cfg: Config) -> Result<()> {
 
     // Reconcile: everything that changed while no daemon watched is reported before
     // `started`. The marks are already in place, so nothing slips between the two.
-    let reconciled = checker.reconcile()?;
+    let reconciled = checker.reconcile(true)?;
+    tracing::info!(
+        "reconciled: {reconciled} differences, RSS {} KiB",
+        rss_kib()
+    );
     let audit = if cfg.audit {
         start_audit(&shared, &checker, &alert_tx, &mut threads)
     } else {
@@ -398,7 +401,7 @@ pub fn run(cfg: Config) -> Result<()> {
         "policy_digest".into(),
         read(&shared.snap).policy.digest.clone().into(),
     );
-    let _ = alert_tx.send(started);
+    let _ = alert_tx.send(Box::new(started));
     sd_notify("READY=1");
 
     // Signals: TERM/INT stop, HUP reloads.
@@ -451,7 +454,7 @@ pub fn run(cfg: Config) -> Result<()> {
     stopped
         .detail
         .insert("uptime_s".into(), shared.started.elapsed().as_secs().into());
-    let _ = alert_tx.send(stopped);
+    let _ = alert_tx.send(Box::new(stopped));
     drop(checker);
     drop(alert_tx);
     let _ = alert_thread.join();
@@ -479,6 +482,7 @@ fn fan_err(what: &str, e: nix::Error) -> Error {
 
 fn open_baseline(cfg: &Config, root: &Root) -> Result<Store> {
     let store = Store::open(&cfg.db, false)?;
+    store.limit_cache(512)?;
     store.quick_check()?;
     crate::store::check_origin(&store, root, cfg.allow_other_host)?;
     if let Some(k) = &cfg.verify_key {
@@ -659,7 +663,7 @@ fn user_name(uid: u32) -> Option<String> {
 fn perm_loop(
     s: &Shared,
     fan: &Fanotify,
-    alerts: &SyncSender<Alert>,
+    alerts: &SyncSender<Box<Alert>>,
     hash: &SyncSender<HashJob>,
     on_stall: OnStall,
     stall: Duration,
@@ -825,8 +829,8 @@ fn identify_for_decision(pid: u32, group: &Group, snap: &Snapshot) -> Identity {
     who
 }
 
-fn queue_alert(s: &Shared, alerts: &SyncSender<Alert>, a: Alert) {
-    match alerts.try_send(a) {
+fn queue_alert(s: &Shared, alerts: &SyncSender<Box<Alert>>, a: Alert) {
+    match alerts.try_send(Box::new(a)) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
             s.stats.alerts_dropped.fetch_add(1, Ordering::Relaxed);
@@ -837,7 +841,7 @@ fn queue_alert(s: &Shared, alerts: &SyncSender<Alert>, a: Alert) {
 fn expire_pending(
     s: &Shared,
     fan: &Fanotify,
-    alerts: &SyncSender<Alert>,
+    alerts: &SyncSender<Box<Alert>>,
     on_stall: OnStall,
     stall: Duration,
 ) {
@@ -858,7 +862,7 @@ fn expire_pending(
 fn answer_stalled(
     s: &Shared,
     fan: &Fanotify,
-    alerts: &SyncSender<Alert>,
+    alerts: &SyncSender<Box<Alert>>,
     p: Pending,
     on_stall: OnStall,
 ) {
@@ -893,7 +897,7 @@ fn answer_all_pending(s: &Shared, fan: &Fanotify, on_stall: OnStall) {
 }
 
 /// Hash executables whose inode the trust table has not seen, then finish the decision.
-fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, jobs: Receiver<HashJob>) {
+fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: Receiver<HashJob>) {
     while let Ok(job) = jobs.recv() {
         let pid = job.who.info.pid;
         let hashed = std::fs::File::open(format!("/proc/{pid}/exe"))
@@ -958,7 +962,12 @@ fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, jobs: Recei
 }
 
 /// The notification thread: map events to paths, answer audit-mode opens, queue the rest.
-fn notify_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, work: &SyncSender<Work>) {
+fn notify_loop(
+    s: &Shared,
+    fan: &Fanotify,
+    alerts: &SyncSender<Box<Alert>>,
+    work: &SyncSender<Work>,
+) {
     use rustix::event::{poll, PollFd, PollFlags};
     let tick = rustix::event::Timespec {
         tv_sec: 0,
@@ -1069,7 +1078,7 @@ fn notify_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, work: &Sy
                 .try_send(Work::Touch {
                     path,
                     mask: ev.mask,
-                    who,
+                    who: who.map(Box::new),
                 })
                 .is_err()
             {
@@ -1081,14 +1090,14 @@ fn notify_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Alert>, work: &Sy
 }
 
 fn resolve_event(s: &Shared, ev: &fanotify::Event) -> Option<Vec<u8>> {
-    let handles = read(&s.handles);
+    let w = read(&s.watched);
     let by_dir = || {
         let (dh, name) = ev.dir.as_ref()?;
-        let dir = handles.get(dh)?;
+        let dir = w.by_handle(dh)?;
         if name.is_empty() || name == b"." {
-            return Some(dir.clone());
+            return Some(dir.to_vec());
         }
-        let mut p = dir.clone();
+        let mut p = dir.to_vec();
         if !p.ends_with(b"/") {
             p.push(b'/');
         }
@@ -1100,8 +1109,15 @@ fn resolve_event(s: &Shared, ev: &fanotify::Event) -> Option<Vec<u8>> {
     }
     ev.fid
         .as_ref()
-        .and_then(|f| handles.get(f).cloned())
+        .and_then(|f| w.by_handle(f).map(<[u8]>::to_vec))
         .or_else(by_dir)
+}
+
+/// What [`Checker::apply_marks`] learned about the marked inode.
+#[derive(Default)]
+struct Applied {
+    handle: Option<Vec<u8>>,
+    inode: Option<(u64, u64)>,
 }
 
 /// Everything that touches the baseline, the marks and the live file system.
@@ -1112,9 +1128,7 @@ struct Checker {
     notify: Arc<Fanotify>,
     store: Store,
     cfg: Config,
-    alert: SyncSender<Alert>,
-    /// Path → marks placed on it.
-    marked: HashMap<Vec<u8>, Marks>,
+    alert: SyncSender<Box<Alert>>,
     /// Last observed state of paths that differ from the baseline (`None`: absent while the
     /// baseline has it). A path not here is as baselined.
     drift: HashMap<Vec<u8>, Option<Entry>>,
@@ -1173,54 +1187,93 @@ impl Checker {
         read(&self.shared.snap).clone()
     }
 
-    /// Walk (without hashing) and mark every entry and the directories that lead to them.
+    /// Walk (without hashing) and mark every entry and the directories that lead to them;
+    /// marks no longer wanted are removed. The new set is built aside and swapped in whole,
+    /// so events keep resolving against the old one meanwhile.
     fn place_marks(&mut self) -> Result<()> {
         let snap = self.snap();
-        let want = self.wanted_marks(&snap.policy);
-        let old = std::mem::take(&mut self.marked);
-        let mut placed = HashMap::with_capacity(want.len());
-        let mut failures = 0usize;
-        for (path, m) in &want {
-            let prev = old.get(path).copied().unwrap_or_default();
-            if prev == *m {
-                placed.insert(path.clone(), *m);
-                continue;
-            }
-            match self.apply_marks(path, prev, *m) {
-                Ok(()) => {
-                    placed.insert(path.clone(), *m);
+        let mut new = Watched::build(self.wanted_marks(&snap.policy));
+        let mut perm_inodes = HashMap::new();
+        let mut failed = Vec::new();
+        let mut path = Vec::new();
+        for i in 0..new.len() {
+            let Some((p, m, span)) = new.at(i) else { break };
+            path.clear();
+            path.extend_from_slice(p);
+            let prev = read(&self.shared.watched).marks(&path);
+            match self.apply_marks(&path, prev, m) {
+                Ok(applied) => {
+                    if let Some(h) = applied.handle {
+                        new.add_handle(&h, span);
+                    }
+                    if m.perm != 0 {
+                        if let Some(ino) = applied.inode {
+                            perm_inodes.insert(ino, path.clone());
+                        }
+                    }
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures <= 20 {
-                        tracing::warn!("cannot watch {}: {e}", Name(path));
+                    if failed.len() < 20 {
+                        tracing::warn!("cannot watch {}: {e}", Name(&path));
                     }
+                    failed.push(path.clone());
                 }
             }
         }
-        for (path, m) in old {
-            if !want.contains_key(&path) {
-                let _ = self.apply_marks(&path, m, Marks::default());
-            }
+        for p in &failed {
+            new.remove(p);
+        }
+        let failures = failed.len();
+        let stale: Vec<(Vec<u8>, Marks)> = read(&self.shared.watched)
+            .iter()
+            .filter(|(p, _)| new.index(p).is_none())
+            .map(|(p, m)| (p.to_vec(), m))
+            .collect();
+        for (path, m) in stale {
+            let _ = self.apply_marks(&path, m, Marks::default());
         }
         if failures > 20 {
             tracing::warn!("{failures} entries could not be watched in all");
         }
-        self.marked = placed;
+        *write(&self.shared.watched) = new;
+        *write(&self.shared.perm_inodes) = perm_inodes;
+        self.count_marks();
+        Ok(())
+    }
+
+    /// Mark one path (a new or replaced entry) and index it.
+    fn mark_one(&self, path: &[u8], to: Marks) -> std::io::Result<()> {
+        let from = read(&self.shared.watched).marks(path);
+        let applied = self.apply_marks(path, Marks::default(), to)?;
+        let mut w = write(&self.shared.watched);
+        let span = w.set(path, to);
+        if let (Some(h), Some(span)) = (applied.handle, span) {
+            w.add_handle(&h, span);
+        }
+        drop(w);
+        if let Some(ino) = applied.inode {
+            if to.perm != 0 {
+                write(&self.shared.perm_inodes).insert(ino, path.to_vec());
+            } else if from.perm != 0 {
+                write(&self.shared.perm_inodes).remove(&ino);
+            }
+        }
         self.count_marks();
         Ok(())
     }
 
     fn count_marks(&self) {
-        let (n, p) = self.marked.values().fold((0, 0), |(n, p), m| {
-            (n + u64::from(m.notify != 0), p + u64::from(m.perm != 0))
-        });
+        let (n, p) = read(&self.shared.watched)
+            .iter()
+            .fold((0, 0), |(n, p), (_, m)| {
+                (n + u64::from(m.notify != 0), p + u64::from(m.perm != 0))
+            });
         self.shared.stats.marks_notify.store(n, Ordering::Relaxed);
         self.shared.stats.marks_perm.store(p, Ordering::Relaxed);
     }
 
-    fn wanted_marks(&self, policy: &CompiledPolicy) -> HashMap<Vec<u8>, Marks> {
-        let mut want: HashMap<Vec<u8>, Marks> = HashMap::new();
+    fn wanted_marks(&self, policy: &CompiledPolicy) -> Builder {
+        let want = Mutex::new(Builder::default());
         // The nearest existing directory of each base, so a base created later is seen.
         for base in policy.bases() {
             let mut dir: &[u8] = &base;
@@ -1230,7 +1283,13 @@ impl Checker {
                     .resolve(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC)
                 {
                     drop(fd);
-                    want.entry(dir.to_vec()).or_default().notify |= NOTIFY_DIR;
+                    lock(&want).add(
+                        dir,
+                        Marks {
+                            notify: NOTIFY_DIR,
+                            perm: 0,
+                        },
+                    );
                     break;
                 }
                 let (parent, _) = crate::fsroot::split_parent(dir);
@@ -1240,7 +1299,6 @@ impl Checker {
                 dir = parent;
             }
         }
-        let found = Mutex::new(Vec::new());
         walk::walk(
             &self.root,
             policy,
@@ -1250,50 +1308,41 @@ impl Checker {
             },
             &|item| {
                 if let Item::Entry(e) = item {
-                    lock(&found).push((e.path, e.ftype));
+                    let m = marks_for(e.ftype, policy.classify(&e.path));
+                    let (parent, _) = crate::fsroot::split_parent(&e.path);
+                    let mut w = lock(&want);
+                    w.add(&e.path, m);
+                    w.add_dir(
+                        parent,
+                        Marks {
+                            notify: NOTIFY_DIR,
+                            perm: 0,
+                        },
+                    );
                 }
             },
         );
-        for (path, ftype) in found.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            let m = marks_for(ftype, policy.classify(&path));
-            let slot = want.entry(path.clone()).or_default();
-            slot.notify |= m.notify;
-            slot.perm |= m.perm;
-            let (parent, _) = crate::fsroot::split_parent(&path);
-            want.entry(parent.to_vec()).or_default().notify |= NOTIFY_DIR;
-        }
-        // Directories the walker descended through but that are not entries themselves.
-        let dirs: Vec<Vec<u8>> = want.keys().cloned().collect();
-        for d in dirs {
-            let comps: Vec<&[u8]> = crate::policy::glob::split(&d).collect();
-            if policy.could_match_within_comps(&comps) {
-                if let Some(m) = want.get_mut(&d) {
-                    if m.notify & libc::FAN_ONDIR == 0 && m.notify & NOTIFY_FILE != 0 {
-                        continue; // a file
-                    }
-                    m.notify |= NOTIFY_DIR;
-                }
-            }
-        }
-        want
+        want.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Move `path` from marks `from` to marks `to` (race-free: through an `O_PATH` fd).
-    fn apply_marks(&self, path: &[u8], from: Marks, to: Marks) -> std::io::Result<()> {
+    /// Returns the handle (when it now has notification marks) and the inode.
+    fn apply_marks(&self, path: &[u8], from: Marks, to: Marks) -> std::io::Result<Applied> {
         let fd = self
             .root
             .resolve(path, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC)?;
         let st = rustix::fs::fstat(&fd)?;
         let ftype = st.st_mode & 0o170000;
         if ftype != 0o040000 && ftype != 0o100000 {
-            return Ok(()); // symlinks and specials: watched via their directory
+            // Symlinks and specials: watched via their directory.
+            return Ok(Applied::default());
         }
         let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
         if to.notify != 0 {
             fanotify::mark_fd(
                 &self.notify,
                 fd.as_fd(),
-                MaskFlags::from_bits_retain(to.notify),
+                MaskFlags::from_bits_retain(u64::from(to.notify)),
                 false,
             )
             .map_err(io)?;
@@ -1302,7 +1351,7 @@ impl Checker {
             let _ = fanotify::mark_fd(
                 &self.notify,
                 fd.as_fd(),
-                MaskFlags::from_bits_retain(from.notify & !to.notify),
+                MaskFlags::from_bits_retain(u64::from(from.notify & !to.notify)),
                 true,
             );
         }
@@ -1310,66 +1359,140 @@ impl Checker {
             fanotify::mark_fd(
                 &self.perm,
                 fd.as_fd(),
-                MaskFlags::from_bits_retain(to.perm),
+                MaskFlags::from_bits_retain(u64::from(to.perm)),
                 false,
             )
             .map_err(io)?;
-            write(&self.shared.perm_inodes).insert((st.st_dev, st.st_ino), path.to_vec());
-        } else if from.perm != 0 {
-            write(&self.shared.perm_inodes).remove(&(st.st_dev, st.st_ino));
         }
         if from.perm & !to.perm != 0 {
             let _ = fanotify::mark_fd(
                 &self.perm,
                 fd.as_fd(),
-                MaskFlags::from_bits_retain(from.perm & !to.perm),
+                MaskFlags::from_bits_retain(u64::from(from.perm & !to.perm)),
                 true,
             );
         }
-        if to.notify != 0 {
-            let h = fanotify::handle_of(fd.as_fd())?;
-            write(&self.shared.handles).insert(h, path.to_vec());
-        }
-        Ok(())
+        let handle = if to.notify != 0 {
+            Some(fanotify::handle_of(fd.as_fd())?)
+        } else {
+            None
+        };
+        Ok(Applied {
+            handle,
+            inode: Some((st.st_dev, st.st_ino)),
+        })
     }
 
-    /// Compare the live state with the baseline; report every difference as `reconciled`.
-    fn reconcile(&mut self) -> Result<usize> {
-        let snap = self.snap();
-        let base = self.store.entries()?;
-        let report = crate::baseline::check::check(
-            &self.root,
-            &snap.policy,
-            move || Ok(base),
-            crate::baseline::check::CheckOptions {
-                threads: self.cfg.threads,
-                keep_clean: false,
-                credentials: false,
-            },
-            &|| {},
-        )?;
-        for e in &report.errors {
-            tracing::warn!("reconcile: {e}");
+    /// Walk and hash every policy path, handing each live entry to `f` on this thread (the
+    /// walk runs on its own threads; memory stays bounded by the channel, not the tree).
+    fn stream_live(&self, policy: &CompiledPolicy, mut f: impl FnMut(Entry)) {
+        let (tx, rx) = mpsc::sync_channel::<Item>(1024);
+        let root = &self.root;
+        let threads = self.cfg.threads;
+        std::thread::scope(|sc| {
+            sc.spawn(move || {
+                walk::walk(
+                    root,
+                    policy,
+                    WalkOptions {
+                        threads,
+                        hash: true,
+                    },
+                    &|item| {
+                        let _ = tx.send(item);
+                    },
+                );
+            });
+            for item in rx {
+                match item {
+                    Item::Entry(e) => f(*e),
+                    Item::Error(e) => tracing::warn!("{e}"),
+                }
+            }
+        });
+    }
+
+    /// Live entries compared with `prev_of` (the baseline, or what was last observed), plus
+    /// the paths `known` lists that were not seen live. One pass, no copy of the tree.
+    fn compare_live(
+        &self,
+        policy: &CompiledPolicy,
+        mut on_live: impl FnMut(Entry),
+    ) -> (Vec<bool>, HashSet<Vec<u8>>) {
+        let n = read(&self.shared.watched).len();
+        let mut seen = vec![false; n];
+        let mut extra = HashSet::new();
+        self.stream_live(policy, |live| {
+            match read(&self.shared.watched).index(&live.path) {
+                Some(i) if i < n => seen[i] = true,
+                _ => {
+                    extra.insert(live.path.clone());
+                }
+            }
+            on_live(live);
+        });
+        (seen, extra)
+    }
+
+    fn was_seen(&self, seen: &[bool], extra: &HashSet<Vec<u8>>, path: &[u8]) -> bool {
+        match read(&self.shared.watched).index(path) {
+            Some(i) => seen.get(i).copied().unwrap_or(false) || extra.contains(path),
+            None => extra.contains(path),
         }
+    }
+
+    /// Compare the live state with the baseline. With `report`, every difference is a
+    /// `reconciled` alert (and restoring groups are put back); without, only the drift state
+    /// is recomputed (after a reload).
+    fn reconcile(&mut self, report: bool) -> Result<usize> {
+        use crate::baseline::check::{compare, Finding, Outcome as CmpOutcome};
+        let snap = self.snap();
+        let mut findings: Vec<Finding> = Vec::new();
+        let mut db_error = None;
+        let (seen, extra) = self.compare_live(&snap.policy, |live| {
+            let base = match self.store.entry(&live.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    db_error.get_or_insert(e);
+                    return;
+                }
+            };
+            if let CmpOutcome::Finding(f) = compare(&snap.policy, base.as_ref(), Some(live)) {
+                findings.push(f);
+            }
+        });
+        if let Some(e) = db_error {
+            return Err(e);
+        }
+        self.store.for_each_entry(|b| {
+            if !self.was_seen(&seen, &extra, &b.path) {
+                if let CmpOutcome::Finding(f) = compare(&snap.policy, Some(&b), None) {
+                    findings.push(f);
+                }
+            }
+            Ok(())
+        })?;
         self.drift.clear();
-        let n = report.findings.len();
-        for f in report.findings {
-            let mut a = Alert::new(Kind::Reconciled, f.severity);
-            a.path = Some(f.path.clone());
-            a.group = Some(f.group.clone());
-            a.class = Some(f.class);
-            a.changes = f.changes.iter().map(|c| c.as_str()).collect();
-            a.detail.insert("status".into(), f.status.as_str().into());
-            hash_detail(&mut a, f.base.as_deref(), f.live.as_deref());
-            let _ = self.alert.send(a);
-            // Changed while no daemon watched, in a group that restores: put it back now.
-            if let (Some(b), Some(g)) = (f.base.as_deref(), snap.policy.group(&f.group)) {
-                if matches!(f.status, Status::Changed | Status::Removed)
-                    && g.on_change
-                        .contains(&crate::policy::schema::OnChange::Restore)
-                    && self.try_restore(&f.path, b, g.compare, g.class, g.name.clone())
-                {
-                    continue;
+        let n = findings.len();
+        for f in findings {
+            if report {
+                let mut a = Alert::new(Kind::Reconciled, f.severity);
+                a.path = Some(f.path.clone());
+                a.group = Some(f.group.clone());
+                a.class = Some(f.class);
+                a.changes = f.changes.iter().map(|c| c.as_str()).collect();
+                a.detail.insert("status".into(), f.status.as_str().into());
+                hash_detail(&mut a, f.base.as_deref(), f.live.as_deref());
+                let _ = self.alert.send(Box::new(a));
+                // Changed while no daemon watched, in a group that restores: put it back.
+                if let (Some(b), Some(g)) = (f.base.as_deref(), snap.policy.group(&f.group)) {
+                    if matches!(f.status, Status::Changed | Status::Removed)
+                        && g.on_change
+                            .contains(&crate::policy::schema::OnChange::Restore)
+                        && self.try_restore(&f.path, b, g.compare, g.class, g.name.clone())
+                    {
+                        continue;
+                    }
                 }
             }
             self.drift.insert(f.path, f.live.map(|b| *b));
@@ -1427,7 +1550,7 @@ impl Checker {
                 t.last = now;
                 t.mask |= mask;
                 if who.is_some() {
-                    t.who = who;
+                    t.who = who.map(|b| *b);
                 }
             }
             Work::Rescan(why) => self.rescan(why),
@@ -1483,18 +1606,21 @@ impl Checker {
         // Keep the marks in step: a file replaced by rename is a new inode.
         if let Some(l) = &live {
             let want = marks_for(l.ftype, group);
-            let have = self.marked.get(path).copied().unwrap_or_default();
+            let have = read(&self.shared.watched).marks(path);
             let moved = t.mask & (NAMESPACE | libc::FAN_DELETE_SELF | libc::FAN_MOVE_SELF) != 0;
-            if (moved || have != want) && self.apply_marks(path, Marks::default(), want).is_ok() {
-                self.marked.insert(path.to_vec(), want);
-                if l.ftype == crate::baseline::entry::FileType::Dir && have == Marks::default() {
+            if (moved || have != want)
+                && self.mark_one(path, want).is_ok()
+                && l.ftype == crate::baseline::entry::FileType::Dir
+                && have == Marks::default()
+            {
+                {
                     // A new directory: its children may predate the mark.
                     self.rescan_quiet_marks();
                     self.rescan("a watched directory appeared");
                 }
             }
         } else {
-            self.marked.remove(path);
+            write(&self.shared.watched).remove(path);
         }
         let base = self.baseline_entry(path);
         let prev: Option<Entry> = match self.drift.get(path) {
@@ -1573,7 +1699,7 @@ impl Checker {
             );
         }
         hash_detail(&mut a, prev.as_ref(), live.as_ref());
-        let _ = self.alert.send(a);
+        let _ = self.alert.send(Box::new(a));
         let differs_from_base = match (&base, &live) {
             (Some(_), None) => true,
             (Some(_), Some(_)) => !vs_base.is_empty(),
@@ -1647,7 +1773,7 @@ impl Checker {
                 )
                 .into(),
             );
-            let _ = self.alert.send(a);
+            let _ = self.alert.send(Box::new(a));
             return false;
         }
         log.times.push_back(now);
@@ -1692,20 +1818,18 @@ impl Checker {
                             .into(),
                     );
                 }
-                let _ = self.alert.send(a);
+                let _ = self.alert.send(Box::new(a));
                 // A replaced entry is a new inode: mark it like the old one.
                 let snap = self.snap();
                 let want = marks_for(base.ftype, snap.policy.classify(path));
-                if self.apply_marks(path, Marks::default(), want).is_ok() {
-                    self.marked.insert(path.to_vec(), want);
-                }
+                let _ = self.mark_one(path, want);
                 true
             }
             Err(e) => {
                 a.severity = Severity::High;
                 a.outcome = Some(Outcome::Failure);
                 a.detail.insert("message".into(), e.to_string().into());
-                let _ = self.alert.send(a);
+                let _ = self.alert.send(Box::new(a));
                 false
             }
         }
@@ -1721,23 +1845,8 @@ impl Checker {
     /// Compare every watched entry with what was last observed; alert on each difference.
     fn rescan(&mut self, why: &'static str) {
         let snap = self.snap();
-        let (live, errors) = walk::collect(
-            &self.root,
-            &snap.policy,
-            WalkOptions {
-                threads: self.cfg.threads,
-                hash: true,
-            },
-            &|| {},
-        );
-        for e in &errors {
-            tracing::warn!("rescan: {e}");
-        }
-        let mut seen = HashSet::new();
-        let mut changed = 0usize;
         let mut touches = Vec::new();
-        for l in live {
-            seen.insert(l.path.clone());
+        let (seen, extra) = self.compare_live(&snap.policy, |l| {
             let prev = match self.drift.get(&l.path) {
                 Some(p) => p.clone(),
                 None => self.baseline_entry(&l.path),
@@ -1755,25 +1864,25 @@ impl Checker {
             if differs {
                 touches.push(l.path);
             }
-        }
+        });
         // Baselined or drifted paths that are gone.
-        let mut gone = Vec::new();
         let _ = self.store.for_each_entry(|e| {
-            if !seen.contains(&e.path) && !matches!(self.drift.get(&e.path), Some(None)) {
-                gone.push(e.path);
+            if !self.was_seen(&seen, &extra, &e.path)
+                && !matches!(self.drift.get(&e.path), Some(None))
+            {
+                touches.push(e.path);
             }
             Ok(())
         });
         for (p, v) in &self.drift {
-            if v.is_some() && !seen.contains(p) {
-                gone.push(p.clone());
+            if v.is_some() && !self.was_seen(&seen, &extra, p) {
+                touches.push(p.clone());
             }
         }
-        touches.extend(gone);
         touches.sort();
         touches.dedup();
+        let changed = touches.len();
         for p in touches {
-            changed += 1;
             let now = Instant::now();
             self.check_path(
                 &p,
@@ -1795,7 +1904,7 @@ impl Checker {
                 let mut a = Alert::new(Kind::PolicyReloaded, Severity::High);
                 a.outcome = Some(Outcome::Failure);
                 a.detail.insert("message".into(), format!("{e}").into());
-                let _ = self.alert.send(a);
+                let _ = self.alert.send(Box::new(a));
                 return;
             }
         };
@@ -1806,7 +1915,7 @@ impl Checker {
                 let mut a = Alert::new(Kind::PolicyReloaded, Severity::High);
                 a.outcome = Some(Outcome::Failure);
                 a.detail.insert("message".into(), format!("{e}").into());
-                let _ = self.alert.send(a);
+                let _ = self.alert.send(Box::new(a));
                 return;
             }
         };
@@ -1814,11 +1923,17 @@ impl Checker {
         let digest = policy.digest.clone();
         *write(&self.shared.snap) = Arc::new(Snapshot::new(policy, trust));
         self.store = store;
-        let before = self.marked.len();
+        let before = read(&self.shared.watched).len();
         if let Err(e) = self.place_marks() {
             tracing::warn!("re-marking after reload: {e}");
         }
-        let drift = self.reconcile_quiet();
+        let drift = match self.reconcile(false) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("reconcile after reload: {e}");
+                self.drift.len()
+            }
+        };
         if let Some(a) = &self.audit {
             let _ = a.try_send(audit_targets(self));
         }
@@ -1826,45 +1941,10 @@ impl Checker {
         a.outcome = Some(Outcome::Success);
         a.detail.insert("policy_digest".into(), digest.into());
         a.detail.insert("marked_before".into(), before.into());
-        a.detail.insert("marked".into(), self.marked.len().into());
+        a.detail
+            .insert("marked".into(), read(&self.shared.watched).len().into());
         a.detail.insert("drift".into(), drift.into());
-        let _ = self.alert.send(a);
-    }
-
-    /// Recompute which paths differ from the (new) baseline without alerting.
-    fn reconcile_quiet(&mut self) -> usize {
-        let snap = self.snap();
-        let base = match self.store.entries() {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("reading the baseline after reload: {e}");
-                return self.drift.len();
-            }
-        };
-        match crate::baseline::check::check(
-            &self.root,
-            &snap.policy,
-            move || Ok(base),
-            crate::baseline::check::CheckOptions {
-                threads: self.cfg.threads,
-                keep_clean: false,
-                credentials: false,
-            },
-            &|| {},
-        ) {
-            Ok(r) => {
-                self.drift = r
-                    .findings
-                    .into_iter()
-                    .map(|f| (f.path, f.live.map(|b| *b)))
-                    .collect();
-                self.drift.len()
-            }
-            Err(e) => {
-                tracing::error!("reconcile after reload: {e}");
-                self.drift.len()
-            }
-        }
+        let _ = self.alert.send(Box::new(a));
     }
 }
 
@@ -1882,12 +1962,13 @@ fn hash_detail(a: &mut Alert, before: Option<&Entry>, after: Option<&Entry>) {
 /// The kernel-audit targets: every regular file the policy watches.
 fn audit_targets(c: &Checker) -> Vec<super::audit::Target> {
     let snap = c.snap();
-    let mut t: Vec<super::audit::Target> = c
-        .marked
+    let mut t: Vec<super::audit::Target> = read(&c.shared.watched)
         .iter()
-        .filter(|(p, m)| m.notify & libc::FAN_ONDIR == 0 && snap.policy.classify(p).is_some())
+        .filter(|(p, m)| {
+            u64::from(m.notify) & libc::FAN_ONDIR == 0 && snap.policy.classify(p).is_some()
+        })
         .map(|(p, _)| super::audit::Target {
-            path: p.clone(),
+            path: p.to_vec(),
             is_dir: false,
         })
         .collect();
@@ -1900,7 +1981,7 @@ fn audit_targets(c: &Checker) -> Vec<super::audit::Target> {
 fn start_audit(
     shared: &Arc<Shared>,
     checker: &Checker,
-    alerts: &SyncSender<Alert>,
+    alerts: &SyncSender<Box<Alert>>,
     threads: &mut Vec<std::thread::JoinHandle<()>>,
 ) -> Option<SyncSender<Vec<super::audit::Target>>> {
     use super::audit::{is_lost_records, AuditWatch};
@@ -1912,7 +1993,7 @@ fn start_audit(
             let mut a = Alert::new(Kind::Health, Severity::Medium);
             a.rule = Some("kernel-audit-unavailable".into());
             a.detail.insert("message".into(), e.to_string().into());
-            let _ = alerts.send(a);
+            let _ = alerts.send(Box::new(a));
             return None;
         }
     };
@@ -2008,14 +2089,7 @@ fn status_json(s: &Shared) -> serde_json::Value {
             .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
         buckets.push(serde_json::json!({"le_us": le, "count": l(b)}));
     }
-    let rss_kib = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = rss_kib();
     serde_json::json!({
         "pid": s.self_pid,
         "uptime_s": uptime as u64,
@@ -2034,6 +2108,18 @@ fn status_json(s: &Shared) -> serde_json::Value {
         "rss_kib": rss_kib,
         "policy_digest": read(&s.snap).policy.digest,
     })
+}
+
+/// Resident set size in KiB (0 when unknown).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Tell systemd (Type=notify) about our state, when it is listening.

@@ -3,4 +3,5 @@
 pub mod audit;
 pub mod daemon;
 pub mod fanotify;
+pub mod paths;
 pub mod status;
