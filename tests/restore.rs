@@ -28,10 +28,7 @@ fn store_of(env: &TestEnv) -> PathBuf {
 fn setup() -> TestEnv {
     let env = TestEnv::new();
     env.policy(POLICY);
-    env.write(
-        "/etc/kms/client.key",
-        b"placeholder key bytes\n",
-    );
+    env.write("/etc/kms/client.key", b"placeholder key bytes\n");
     env.chmod("/etc/kms/client.key", 0o600);
     env.write(
         "/etc/kms/client.yaml",
