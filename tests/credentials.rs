@@ -756,3 +756,105 @@ fn policy_suggest_reads_installed_configuration_into_a_policy_that_checks() {
     let a = audit(&env, "json");
     assert!(a.code == 0 || a.code == 1, "{}", a.stderr);
 }
+
+/// Validate JUnit XML against `tests/schemas/junit/junit.xsd` (one failure or error per
+/// testcase, one testcase per path and suite).
+fn assert_valid_junit(env: &TestEnv, xml: &[u8]) {
+    let out = env.path("junit.xml");
+    std::fs::write(&out, xml).unwrap();
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemas/junit/junit.xsd");
+    let v = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema", schema])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "xmllint: {}\n{}",
+        std::str::from_utf8(&v.stderr).unwrap_or("(stderr not UTF-8)"),
+        std::str::from_utf8(xml).unwrap_or("(not UTF-8)")
+    );
+}
+
+#[test]
+fn junit_lists_each_path_once_with_every_finding_in_its_failure() {
+    let pki = require_pki!();
+    if !have("xmllint") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but `xmllint` (libxml2-utils) is not on PATH"
+        );
+        eprintln!("skipped: needs xmllint");
+        return;
+    }
+    let env = posture_env(pki);
+    env.init_allowing_drift();
+    // Drift on a file that also has a posture finding: changed mode and KMS-KEY-PERM.
+    env.chmod("/etc/kms/keys/client.key", 0o644);
+    let r = env.verify("junit");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_valid_junit(&env, &r.raw_stdout);
+    let x = &r.stdout;
+    // Files clean as far as drift goes but with posture findings are not also passing tests.
+    let case = |path: &str| {
+        let open = format!("name=\"{path}\"");
+        assert_eq!(x.matches(&open).count(), 1, "{path} once:\n{x}");
+        let at = x.find(&open).unwrap();
+        let end = x[at..].find("</testcase>").map_or(x.len(), |e| at + e);
+        x[at..end].to_string()
+    };
+    let expired = case("/etc/kms/certs/expired.crt");
+    assert!(expired.contains("<failure") && expired.contains("KMS-CERT-EXPIRED"));
+    let key = case("/etc/kms/keys/client.key");
+    assert_eq!(key.matches("<failure").count(), 1, "{key}");
+    assert!(key.contains("type=\"changed, posture\""), "{key}");
+    assert!(
+        key.contains("critical: mode") && key.contains("KMS-KEY-PERM"),
+        "{key}"
+    );
+    // Counts are of testcases: every failing path once.
+    let v = env.verify("json").json();
+    let paths: BTreeSet<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        x.contains(&format!("failures=\"{}\" errors=\"0\">", paths.len())),
+        "{} failing paths:\n{x}",
+        paths.len()
+    );
+    // audit writes the same shape.
+    let a = audit(&env, "junit");
+    assert_valid_junit(&env, &a.raw_stdout);
+}
+
+#[test]
+fn audit_human_summary_counts_posture_findings_not_drift() {
+    let pki = require_pki!();
+    let env = posture_env(pki);
+    let v = audit(&env, "json").json();
+    let h = audit(&env, "human");
+    assert_eq!(h.code, 1);
+    let last = h.stdout.lines().last().unwrap();
+    assert!(
+        !last.contains("added") && !last.contains("removed") && !last.contains("changed"),
+        "{last}"
+    );
+    let n = v["summary"]["posture"].as_u64().unwrap();
+    let high = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == "high")
+        .count();
+    assert!(
+        last.starts_with(&format!(
+            "{} checked: {n} posture findings (",
+            v["summary"]["checked"]
+        )) && last.contains(&format!("{high} high")),
+        "{last}"
+    );
+    assert!(!last.contains("error"), "no errors, none mentioned: {last}");
+}

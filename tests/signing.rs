@@ -254,3 +254,101 @@ fn a_golden_image_baseline_recorded_under_root_verifies_on_any_host() {
     let r = verify_with(&env, &pub_of(&key));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
 }
+
+/// A signed baseline that records credential facts: a self-signed certificate made with the
+/// `openssl` CLI, in a `client-cert` group. `None` when `openssl` is missing outside CI.
+fn signed_env_with_certificate() -> Option<(TestEnv, std::path::PathBuf)> {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but `openssl` is not on PATH"
+        );
+        eprintln!("skipped: this test needs the `openssl` CLI");
+        return None;
+    }
+    let env = TestEnv::new();
+    env.policy(
+        "version: 1\ngroups:\n  - name: certs\n    class: client-cert\n    paths: [/etc/kms/certs]\n",
+    );
+    let dir = env.at("/etc/kms/certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=client"])
+        .args(["-days", "365", "-keyout"])
+        .arg(env.path("client.key"))
+        .arg("-out")
+        .arg(dir.join("client.crt"))
+        .env("OPENSSL_CONF", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = env.path("signing.key");
+    let r = env.run(&[
+        OsStr::new("key"),
+        OsStr::new("gen"),
+        OsStr::new("--out"),
+        key.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = env.cmd(
+        &["baseline", "init"],
+        &[OsStr::new("--sign-key"), key.as_os_str()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    Some((env, key))
+}
+
+#[test]
+fn an_edited_credential_fact_exits_3() {
+    let Some((env, key)) = signed_env_with_certificate() else {
+        return;
+    };
+    // Signed, the baseline verifies (a lone certificate has a KMS-CERT-NO-KEY posture
+    // finding, so drift's 1 is the clean outcome here: not 3).
+    let r = verify_with(&env, &pub_of(&key));
+    assert!(r.code <= 1, "{}{}", r.stdout, r.stderr);
+    // The attacker pushes the old certificate's expiry back, so that an older certificate
+    // installed later looks like a renewal.
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    let n = c
+        .execute(
+            "UPDATE credentials SET facts = json_set(facts, '$.certs[0].not_after', 0)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the baseline holds the certificate's facts");
+    drop(c);
+    let r = verify_with(&env, &pub_of(&key));
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("changed after it was signed"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn an_edited_machine_id_exits_3() {
+    let (env, key) = signed_env();
+    let c = rusqlite::Connection::open(env.db()).unwrap();
+    let n = c
+        .execute(
+            &format!("UPDATE runs SET machine_id = '{}'", "0".repeat(32)),
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(c);
+    let r = verify_with(&env, &pub_of(&key));
+    assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("changed after it was signed"),
+        "{}",
+        r.stderr
+    );
+}

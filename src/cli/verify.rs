@@ -136,7 +136,13 @@ pub(crate) fn render(
     Ok(match format {
         Format::Human => {
             let mut v = Vec::new();
-            crate::report::human(&mut v, report, color)
+            // `audit` has no baseline: its summary counts posture findings, not drift.
+            let human = if command == "audit" {
+                crate::report::human_audit
+            } else {
+                crate::report::human
+            };
+            human(&mut v, report, color)
                 .map_err(|e| crate::error::Error::io("render", b"<report>".to_vec(), e))?;
             v
         }

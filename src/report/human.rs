@@ -1,5 +1,6 @@
-//! Human output for `verify`: one line per finding, indented details, a summary line.
-//! Colour only when asked (the CLI asks only for a terminal).
+//! Human output for `verify` and `audit`: one line per finding, indented details, a summary
+//! line that counts only what the command can find. Colour only when asked (the CLI asks only
+//! for a terminal).
 
 use super::details;
 use crate::baseline::check::Report;
@@ -7,15 +8,93 @@ use crate::baseline::diff::{Severity, Status};
 use crate::sanitize::Name;
 use std::io::Write;
 
-/// Write the human report.
+fn paint(color: bool, code: &str, text: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// Write the human report of `verify`: drift counts, errors, rotations and posture findings.
 pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
-    let paint = |code: &str, text: &str| {
-        if color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+    lines(w, report, color)?;
+    writeln!(
+        w,
+        "{} checked: {} added, {} removed, {} changed, {} errors{}",
+        report.checked,
+        report.count(Status::Added),
+        report.count(Status::Removed),
+        report.count(Status::Changed),
+        report.errors.len(),
+        if report.count(Status::Rotated) + report.count(Status::Posture) > 0 {
+            format!(
+                "; {} rotated, {} posture",
+                report.count(Status::Rotated),
+                report.count(Status::Posture)
+            )
         } else {
-            text.to_string()
+            String::new()
         }
-    };
+    )?;
+    if report.outside_policy > 0 {
+        writeln!(
+            w,
+            "note: {} baseline entries lie outside this policy and were not compared (run `kmsentry baseline update` to drop them)",
+            report.outside_policy
+        )?;
+    }
+    Ok(())
+}
+
+/// Write the human report of `audit`, which has no baseline and so no drift: how many
+/// entries were checked, the posture findings by severity, and errors when there were any.
+pub fn human_audit(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
+    lines(w, report, color)?;
+    let posture = report.count(Status::Posture);
+    let mut summary = format!("{} checked: ", report.checked);
+    if posture == 0 {
+        summary.push_str("no posture findings");
+    } else {
+        let by_severity: Vec<String> = [
+            Severity::Critical,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+            Severity::Info,
+        ]
+        .into_iter()
+        .filter_map(|s| {
+            let n = report
+                .findings
+                .iter()
+                .filter(|f| f.status == Status::Posture && f.severity == s)
+                .count();
+            (n > 0).then(|| format!("{n} {}", s.as_str()))
+        })
+        .collect();
+        summary.push_str(&format!(
+            "{posture} posture finding{} ({})",
+            if posture == 1 { "" } else { "s" },
+            by_severity.join(", ")
+        ));
+    }
+    // Anything else a future audit rule reports still shows up in the count.
+    let other = report.findings.len() - posture;
+    if other > 0 {
+        summary.push_str(&format!(", {other} other"));
+    }
+    match report.errors.len() {
+        0 => {}
+        1 => summary.push_str(", 1 error"),
+        n => summary.push_str(&format!(", {n} errors")),
+    }
+    writeln!(w, "{summary}")
+}
+
+/// One line per finding with its rule and details, then one per error.
+fn lines(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
+    let paint = |code: &str, text: &str| paint(color, code, text);
     for f in &report.findings {
         let status = match f.status {
             Status::Added => paint("1;33", "ADDED  "),
@@ -61,31 +140,6 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
     }
     for e in &report.errors {
         writeln!(w, "{} {e}", paint("1;31", "ERROR  "))?;
-    }
-    writeln!(
-        w,
-        "{} checked: {} added, {} removed, {} changed, {} errors{}",
-        report.checked,
-        report.count(Status::Added),
-        report.count(Status::Removed),
-        report.count(Status::Changed),
-        report.errors.len(),
-        if report.count(Status::Rotated) + report.count(Status::Posture) > 0 {
-            format!(
-                "; {} rotated, {} posture",
-                report.count(Status::Rotated),
-                report.count(Status::Posture)
-            )
-        } else {
-            String::new()
-        }
-    )?;
-    if report.outside_policy > 0 {
-        writeln!(
-            w,
-            "note: {} baseline entries lie outside this policy and were not compared (run `kmsentry baseline update` to drop them)",
-            report.outside_policy
-        )?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::baseline::check::{compare, Outcome};
+use crate::baseline::diff::Severity;
 use crate::baseline::{Hashes, Problem};
 use crate::policy::{parse_str, Class};
 
@@ -109,6 +110,133 @@ fn junit_is_well_formed_with_one_failure_per_finding() {
     assert!(x.contains("name=\"/k/a\\nb\\xff.key\""), "{x}");
     assert!(!x.contains('\u{1b}'));
     assert_eq!(x.matches("<failure").count(), 3);
+}
+
+fn posture(path: &[u8], severity: Severity, rule: &'static str) -> Finding {
+    Finding {
+        path: path.to_vec(),
+        status: Status::Posture,
+        changes: vec![],
+        group: "keys".into(),
+        class: Class::PrivateKey,
+        severity,
+        base: None,
+        live: None,
+        rule: Some(rule),
+        message: Some(format!("{rule} message")),
+    }
+}
+
+#[test]
+fn audit_human_summary_names_only_what_audit_finds() {
+    let mut r = Report {
+        checked: 5,
+        findings: vec![
+            posture(b"/k/a", Severity::Medium, "KMS-KEY-PERM"),
+            posture(b"/k/b", Severity::High, "KMS-WEAK-KEY"),
+            posture(b"/k/c", Severity::High, "KMS-CERT-EXPIRED"),
+        ],
+        ..Report::default()
+    };
+    let text = |r: &Report| {
+        let mut out = Vec::new();
+        human_audit(&mut out, r, false).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let s = text(&r);
+    assert!(
+        s.contains("POSTURE medium   /k/a  (keys/private-key)"),
+        "{s}"
+    );
+    assert!(
+        s.ends_with("5 checked: 3 posture findings (2 high, 1 medium)\n"),
+        "{s}"
+    );
+    r.findings.truncate(1);
+    r.errors.push(crate::baseline::walk::WalkError {
+        path: b"/k/z".to_vec(),
+        op: "open",
+        error: std::io::Error::from_raw_os_error(13),
+    });
+    let s = text(&r);
+    assert!(s.contains("ERROR   /k/z: open"), "{s}");
+    assert!(
+        s.ends_with("5 checked: 1 posture finding (1 medium), 1 error\n"),
+        "{s}"
+    );
+    r.findings.clear();
+    r.errors.clear();
+    assert_eq!(text(&r), "5 checked: no posture findings\n");
+}
+
+#[test]
+fn junit_has_one_testcase_per_path_listing_every_finding() {
+    let mut r = report();
+    // `/k/a...` changed and has two posture findings; `/k/ok` is clean by drift but has one;
+    // `/k/new` could not be read either. Each is one testcase.
+    r.findings.push(posture(
+        b"/k/a\nb\xff.key",
+        Severity::Critical,
+        "KMS-KEY-PERM",
+    ));
+    r.findings
+        .push(posture(b"/k/a\nb\xff.key", Severity::High, "KMS-WEAK-KEY"));
+    r.findings
+        .push(posture(b"/k/ok", Severity::Low, "KMS-CERT-EXPIRING"));
+    r.findings.sort_by(|a, b| a.path.cmp(&b.path));
+    for p in [&b"/k/ok"[..], b"/k/fine"] {
+        r.clean.push(crate::baseline::check::Clean {
+            path: p.to_vec(),
+            group: "keys".into(),
+        });
+    }
+    r.errors.push(crate::baseline::walk::WalkError {
+        path: b"/k/new".to_vec(),
+        op: "open",
+        error: std::io::Error::from_raw_os_error(13),
+    });
+    r.errors.push(crate::baseline::walk::WalkError {
+        path: b"/elsewhere".to_vec(),
+        op: "open",
+        error: std::io::Error::from_raw_os_error(13),
+    });
+    let x = junit(&r);
+    // /k/a, /k/fine, /k/gone, /k/new, /k/ok in `keys`; /elsewhere in `errors`.
+    assert!(
+        x.contains("<testsuites name=\"kmsentry verify\" tests=\"6\" failures=\"3\" errors=\"2\">"),
+        "{x}"
+    );
+    assert!(x.contains("<testsuite name=\"keys\" tests=\"5\" failures=\"3\" errors=\"1\">"));
+    assert_eq!(x.matches("<testcase ").count(), 6, "{x}");
+    for name in ["/k/a\\nb\\xff.key", "/k/ok", "/k/new", "/k/fine"] {
+        assert_eq!(
+            x.matches(&format!("name=\"{name}\"")).count(),
+            1,
+            "{name}: {x}"
+        );
+    }
+    let a = &x[x.find("name=\"/k/a").unwrap()..];
+    let a = &a[..a.find("</testcase>").unwrap()];
+    assert_eq!(a.matches("<failure").count(), 1, "{a}");
+    assert!(a.contains("type=\"changed, posture\""), "{a}");
+    assert!(
+        a.contains("message=\"critical: content, mode; critical: KMS-KEY-PERM KMS-KEY-PERM message; high: KMS-WEAK-KEY KMS-WEAK-KEY message\""),
+        "{a}"
+    );
+    assert!(a.contains("mode: 0600 -&gt; 0644"), "{a}");
+    // The unreadable, added file: an error, its finding kept in the text.
+    let n = &x[x.find("name=\"/k/new\"").unwrap()..];
+    let n = &n[..n.find("</testcase>").unwrap()];
+    assert!(
+        n.contains("<error message=\"open: ") && n.contains("added /k/new"),
+        "{n}"
+    );
+    assert!(!n.contains("<failure"), "{n}");
+    assert!(
+        x.contains("classname=\"kmsentry.errors\" name=\"/elsewhere\""),
+        "{x}"
+    );
+    assert!(x.contains("<testcase classname=\"kmsentry.keys\" name=\"/k/fine\"/>"));
 }
 
 #[test]

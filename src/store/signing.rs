@@ -1,15 +1,25 @@
 //! Tamper evidence for the baseline: ed25519 keys, a canonical digest of the database, and
 //! the signature row that binds them.
 //!
-//! The digest is BLAKE3 (derive-key mode, context `kmsentry baseline digest v1`) over every
-//! row of `entries`, `xattrs`, `runs` and `accepted` in a fixed order, each value
-//! length-prefixed with its SQLite type, plus the schema version. Any edited, inserted or
-//! deleted row changes it. The signing key lives outside the database (`key gen` writes it
+//! The digest (version 2) is BLAKE3 (derive-key mode, context `kmsentry baseline digest v2`)
+//! over the schema version, then, per signed table in a fixed order (`entries`, `xattrs`,
+//! `runs`, `accepted`, `credentials`), the table's name, its columns (name and declared type,
+//! in table order) and a hash of every row, each value length-prefixed with its SQLite type.
+//! Every table but `signatures` is signed (a test checks the schema against [`TABLES`]), every
+//! column of each (`runs.machine_id` included): any edited, inserted or deleted row, and any
+//! added column, changes it. The signing key lives outside the database (`key gen` writes it
 //! 0600); hosts hold only the public key, so whoever can write the database but not the key
 //! cannot produce a baseline that verifies.
 //!
-//! Must not: accept an unsigned database when a verify key is given, or trust the public key
-//! stored beside the signature (it is only used to say which key signed).
+//! Digest version 1 (context `... v1`) left out `credentials` and the column lists. A baseline
+//! signed with it is refused with exit 3 and told to re-sign; it is recognised (by checking the
+//! signature against the version 1 digest, only after the version 2 check failed) so the
+//! message can say so instead of calling it edited. Accepting it would leave credential facts,
+//! which decide what counts as a certificate renewal, unprotected.
+//!
+//! Must not: accept an unsigned database when a verify key is given, accept a version 1
+//! signature, or trust the public key stored beside the signature (it is only used to say
+//! which key signed).
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -20,11 +30,17 @@ use rusqlite::types::ValueRef;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-const CONTEXT: &str = "kmsentry baseline digest v1";
+const CONTEXT: &str = "kmsentry baseline digest v2";
+/// The retired digest, computed only to recognise an old signature and ask for a new one.
+const CONTEXT_V1: &str = "kmsentry baseline digest v1";
 /// What is signed: a domain tag and the digest, so the signature means nothing elsewhere.
+/// (The digest versions differ by their BLAKE3 context, so the tag stayed.)
 const DOMAIN: &[u8] = b"kmsentry-baseline-signature-v1\0";
 
-const TABLES: [(&str, &str); 4] = [
+/// Every signed table and the query that reads it in canonical order. `entries` and
+/// `xattrs` are hashed by the caller's loading pass (see [`combine`]); the query here must
+/// select the same columns in the same order (`super::ENTRY_COLUMNS` is every column).
+const TABLES: [(&str, &str); 5] = [
     ("entries", "SELECT * FROM entries ORDER BY path"),
     ("xattrs", "SELECT * FROM xattrs ORDER BY path, name"),
     ("runs", "SELECT * FROM runs ORDER BY id"),
@@ -32,6 +48,7 @@ const TABLES: [(&str, &str); 4] = [
         "accepted",
         "SELECT * FROM accepted ORDER BY run_id, path, rowid",
     ),
+    ("credentials", "SELECT * FROM credentials ORDER BY path"),
 ];
 
 thread_local! {
@@ -86,23 +103,42 @@ fn table_hash(store: &Store, sql: &str) -> Result<[u8; 32]> {
     Ok(*h.finalize().as_bytes())
 }
 
+fn schema_version(store: &Store) -> Result<i64> {
+    store
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| store.db_err("compute digest", e))
+}
+
+/// A table's columns, name and declared type, in table order: a column added to a signed
+/// table changes the digest even while every value in it is NULL.
+fn columns_hash(store: &Store, table: &str) -> Result<[u8; 32]> {
+    let err = |e| store.db_err("compute digest", e);
+    let mut h = blake3::Hasher::new();
+    let mut st = store
+        .conn
+        .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")
+        .map_err(err)?;
+    let mut rows = st.query([table]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        hash_row(&mut h, row).map_err(err)?;
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
 /// The digest from the `entries` and `xattrs` table hashes (computed by the caller, e.g.
 /// while loading) and the other tables, read here.
 pub(crate) fn combine(store: &Store, entries: [u8; 32], xattrs: [u8; 32]) -> Result<[u8; 32]> {
-    let version: i64 = store
-        .conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| store.db_err("compute digest", e))?;
     let mut h = blake3::Hasher::new_derive_key(CONTEXT);
-    h.update(&version.to_le_bytes());
-    let parts = [
-        entries,
-        xattrs,
-        table_hash(store, TABLES[2].1)?,
-        table_hash(store, TABLES[3].1)?,
-    ];
-    for ((name, _), part) in TABLES.iter().zip(parts) {
+    h.update(&schema_version(store)?.to_le_bytes());
+    let mut rows = [entries, xattrs, [0; 32], [0; 32], [0; 32]];
+    for (i, (_, sql)) in TABLES.iter().enumerate().skip(2) {
+        rows[i] = table_hash(store, sql)?;
+    }
+    for ((name, _), part) in TABLES.iter().zip(rows) {
+        h.update(&(name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
+        h.update(&columns_hash(store, name)?);
         h.update(&part);
     }
     Ok(*h.finalize().as_bytes())
@@ -115,6 +151,18 @@ pub fn digest(store: &Store) -> Result<[u8; 32]> {
         table_hash(store, TABLES[0].1)?,
         table_hash(store, TABLES[1].1)?,
     )
+}
+
+/// The version 1 digest (entries, xattrs, runs, accepted; no columns, no credentials), to
+/// recognise a signature made before version 2. Never accepted as a signature.
+fn digest_v1(store: &Store) -> Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new_derive_key(CONTEXT_V1);
+    h.update(&schema_version(store)?.to_le_bytes());
+    for (name, sql) in &TABLES[..4] {
+        h.update(name.as_bytes());
+        h.update(&table_hash(store, sql)?);
+    }
+    Ok(*h.finalize().as_bytes())
 }
 
 /// Sign the database as it stands, attributing the signature to `run_id`.
@@ -180,12 +228,22 @@ pub fn check_digest(store: &Store, key: &VerifyingKey, d: &[u8; 32]) -> Result<(
     }
     let sig = ed25519_dalek::Signature::from_slice(&sig)
         .map_err(|_| fail("the stored signature is malformed".into()))?;
-    key.verify(&message(d), &sig).map_err(|_| {
-        fail(
-            "the baseline signature does not verify: the database was changed after it was signed"
+    if key.verify(&message(d), &sig).is_ok() {
+        return Ok(());
+    }
+    // Only now, on the failure path, is the old digest worth a second read of the database.
+    if key.verify(&message(&digest_v1(store)?), &sig).is_ok() {
+        return Err(fail(
+            "the baseline was signed by an older kmsentry whose signature does not cover the credential facts; \
+             check it with `kmsentry verify` (without --verify-key), then sign it again with \
+             `kmsentry baseline update --sign-key KEY`"
                 .into(),
-        )
-    })
+        ));
+    }
+    Err(fail(
+        "the baseline signature does not verify: the database was changed after it was signed"
+            .into(),
+    ))
 }
 
 /// A short, stable name for a public key: the first 16 hex digits of its BLAKE3.
@@ -274,6 +332,12 @@ mod tests {
             crate::users::Names::for_root(&crate::fsroot::Root::open(t.path()).unwrap());
         s.put_entries(id, [sample(b"/a"), sample(b"/b")], &mut names)
             .unwrap();
+        s.conn
+            .execute_batch(
+                "INSERT INTO credentials (path, blake3, kind, facts)
+                 VALUES (CAST('/a' AS BLOB), zeroblob(32), 'certificate', '{\"not_after\":1}')",
+            )
+            .unwrap();
         let k = generate().unwrap();
         sign(&mut s, id, &k, "now").unwrap();
         (s, k)
@@ -312,6 +376,12 @@ mod tests {
             "UPDATE xattrs SET value = x'00' WHERE path = CAST('/a' AS BLOB)",
             "UPDATE runs SET host = 'elsewhere'",
             "INSERT INTO accepted (run_id, path, status, changes) VALUES (1, x'2f63', 'added', '')",
+            "UPDATE credentials SET facts = '{\"not_after\":2}'",
+            "UPDATE credentials SET blake3 = x'00'",
+            "DELETE FROM credentials",
+            "INSERT INTO credentials (path, blake3, kind, facts) VALUES (x'2f62', zeroblob(32), 'unknown', '{}')",
+            "UPDATE runs SET machine_id = 'elsewhere'",
+            "ALTER TABLE credentials ADD COLUMN extra TEXT",
         ];
         for sql in edits {
             let (s, k) = signed_store();
@@ -323,6 +393,54 @@ mod tests {
             );
             assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity);
         }
+    }
+
+    #[test]
+    fn every_table_but_signatures_is_signed() {
+        let s = Store::open_in_memory().unwrap();
+        let mut st = s
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let mut tables: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|c| c.unwrap())
+            .filter(|t| t != "signatures")
+            .collect();
+        let mut signed: Vec<String> = TABLES.iter().map(|(t, _)| t.to_string()).collect();
+        tables.sort();
+        signed.sort();
+        assert_eq!(
+            tables, signed,
+            "a new table must join the digest (and its version)"
+        );
+    }
+
+    #[test]
+    fn a_version_1_signature_is_refused_with_a_way_out() {
+        let (mut s, k) = signed_store();
+        // What an older kmsentry wrote: the same database signed over the version 1 digest.
+        let sig = k.sign(&message(&digest_v1(&s).unwrap()));
+        s.conn
+            .execute(
+                "UPDATE signatures SET signature = ?1",
+                [sig.to_bytes().to_vec()],
+            )
+            .unwrap();
+        let e = check(&s, &k.verifying_key()).unwrap_err();
+        assert!(e.to_string().contains("signed by an older kmsentry"), "{e}");
+        assert!(e.to_string().contains("baseline update --sign-key"), "{e}");
+        assert_eq!(e.exit_code(), crate::exit::ExitCode::Integrity);
+        // Signing again (what `baseline update --sign-key` does) makes it verify.
+        sign(&mut s, 1, &k, "later").unwrap();
+        check(&s, &k.verifying_key()).unwrap();
+        // The version 1 digest is blind to credential facts, which is why it is retired.
+        let before = digest_v1(&s).unwrap();
+        s.conn
+            .execute_batch("UPDATE credentials SET facts = '{}'")
+            .unwrap();
+        assert_eq!(digest_v1(&s).unwrap(), before);
     }
 
     #[test]
