@@ -1,6 +1,6 @@
 //! The pure permission decision: (event, process identity, compiled policy group, trusted
 //! executables) → [`Verdict`]. No I/O here, so every branch is unit-tested; the daemon's
-//! permission thread calls it and answers the kernel with the result before anything else.
+//! permission thread calls it and answers the kernel with the result before any logging or alert I/O.
 
 use crate::baseline::diff::Severity;
 use crate::policy::schema::AccessMode;

@@ -622,18 +622,7 @@ fn access_alert(
     a.group = Some(group.name.clone());
     a.class = Some(group.class);
     a.outcome = Some(outcome);
-    let mut full = who.clone();
-    if full.info.start_time == 0 {
-        if let Some((uid, euid, _)) = crate::proc::status_ids(full.info.pid) {
-            full.info.uid = uid;
-            full.info.euid = euid;
-        }
-        if full.info.exe.is_none() {
-            full.info.exe = crate::proc::exe_path(full.info.pid);
-        }
-        crate::proc::complete(&mut full);
-    }
-    let mut info = full.info;
+    let mut info = full_identity(who).info;
     if info.user.is_none() {
         info.user = user_name(info.uid);
     }
@@ -650,6 +639,22 @@ fn access_alert(
         .into(),
     );
     a
+}
+
+/// `who` with everything an alert reports (uids, start time, comm, auid, cmdline, parent).
+fn full_identity(who: &Identity) -> Identity {
+    let mut full = who.clone();
+    if full.info.start_time == 0 {
+        if let Some((uid, euid, _)) = crate::proc::status_ids(full.info.pid) {
+            full.info.uid = uid;
+            full.info.euid = euid;
+        }
+        if full.info.exe.is_none() {
+            full.info.exe = crate::proc::exe_path(full.info.pid);
+        }
+        crate::proc::complete(&mut full);
+    }
+    full
 }
 
 fn user_name(uid: u32) -> Option<String> {
@@ -748,6 +753,9 @@ fn perm_loop(
                     }
                 }
                 Verdict::Deny { severity, reason } => {
+                    // The opener is blocked until answered, so this is the one moment its
+                    // identity is certain to be readable: take it (procfs only), then answer.
+                    let who = full_identity(&who);
                     respond(fan, &ev, false);
                     s.stats.denied.fetch_add(1, Ordering::Relaxed);
                     s.stats.observe_latency(t0.elapsed().as_micros() as u64);
@@ -938,6 +946,7 @@ fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: 
                 }
             }
             Verdict::Deny { severity, reason } => {
+                let who = full_identity(&job.who);
                 respond(fan, &p.event, false);
                 s.stats.denied.fetch_add(1, Ordering::Relaxed);
                 queue_alert(
@@ -946,7 +955,7 @@ fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: 
                     access_alert(
                         group,
                         job.path,
-                        &job.who,
+                        &who,
                         Outcome::Denied,
                         severity,
                         &reason,
