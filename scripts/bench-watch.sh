@@ -192,7 +192,7 @@ EOF
     START_S=$(python3 -c "print(f'{$T1-$T0:.2f}')")
     sleep 1
     RSS_MIB=$("$K" status --socket "$WORK/status.sock" --format json |
-        python3 -c 'import json,sys; print(f"{json.load(sys.stdin)["rss_kib"]/1024:.1f}")')
+        python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f" % (d["rss_kib"]/1024))')
     stop_kms
 fi
 
