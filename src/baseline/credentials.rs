@@ -195,6 +195,7 @@ pub fn baseline_facts(rows: Vec<(Vec<u8>, [u8; 32], CredRecord)>) -> BaselineFac
 
 /// Which changed certificate findings are renewals: path → message.
 pub fn rotations(
+    root: &Root,
     findings: &[Finding],
     live: &[LiveCred],
     baseline: &BaselineFacts,
@@ -247,11 +248,25 @@ pub fn rotations(
         if base_hash != Some(*old_hash) {
             continue;
         }
+        // A leaf's DER was not kept: read it again, and only if it is still the content
+        // that was inspected.
+        let reread;
+        let ders: &[Vec<u8>] = if new.cert_ders.is_empty() {
+            match record::read_file(root, &f.path, crate::credential::MAX_INPUT_BYTES as u64) {
+                Ok(bytes) if *blake3::hash(&bytes).as_bytes() == new.blake3 => {
+                    reread = crate::credential::certificate_ders(&bytes);
+                    &reread
+                }
+                _ => continue,
+            }
+        } else {
+            &new.cert_ders
+        };
         match rotation::renewal(
             old,
             &Live {
                 record: &new.record,
-                ders: &new.cert_ders,
+                ders,
             },
             &host,
         ) {
@@ -269,13 +284,14 @@ pub fn rotations(
 /// Add credential judgement to a verify report: renewals become `rotated` (severity low),
 /// posture findings are appended; findings stay sorted by path.
 pub fn judge(
+    root: &Root,
     report: &mut Report,
     policy: &CompiledPolicy,
     baseline: &BaselineFacts,
     now: i64,
     owners: &HashMap<String, Vec<u32>>,
 ) {
-    let rotated = rotations(&report.findings, &report.credentials, baseline);
+    let rotated = rotations(root, &report.findings, &report.credentials, baseline);
     for f in &mut report.findings {
         if let Some(msg) = rotated.get(&f.path) {
             f.status = Status::Rotated;

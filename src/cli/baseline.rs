@@ -371,7 +371,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         )));
     }
     let rotated = if a.accept_rotations {
-        rotated_paths(&policy, &baseline, &live, &live_creds, &store)?
+        rotated_paths(&root, &policy, &baseline, &live, &live_creds, &store)?
     } else {
         std::collections::HashMap::new()
     };
@@ -518,6 +518,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
 
 /// The changed certificate files of `live` that renew what the baseline holds.
 fn rotated_paths(
+    root: &Root,
     policy: &crate::policy::CompiledPolicy,
     baseline: &[Entry],
     live: &[Entry],
@@ -539,7 +540,7 @@ fn rotated_paths(
         })
         .collect();
     Ok(crate::baseline::credentials::rotations(
-        &findings, live_creds, &facts,
+        root, &findings, live_creds, &facts,
     ))
 }
 

@@ -96,6 +96,7 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
     )?;
     pb.finish_and_clear();
     crate::baseline::credentials::judge(
+        &root,
         &mut report,
         &policy,
         &facts,

@@ -207,6 +207,11 @@ pub fn assess(subjects: &[Subject<'_>], ctx: &Context<'_>) -> Vec<Posture> {
         }
         let Some(r) = s.record else { continue };
         if let Some(reason) = &r.unparseable {
+            // A generic file was only sniffed because of its name: one that does not parse
+            // is not a credential, and saying so for every `*.pem` of a tree is noise.
+            if e.class == Class::Generic {
+                continue;
+            }
             push(
                 Rule::Unparseable,
                 Severity::Medium,

@@ -155,7 +155,15 @@ pub fn scan(root: &Root, e: &Entry, keep_ders: bool) -> std::io::Result<Option<S
     let Some(record) = CredRecord::from_facts(inspect(&bytes)) else {
         return Ok(None);
     };
-    let cert_ders = if keep_ders && !record.certs.is_empty() {
+    // DERs are kept for files that hold a certificate able to issue others (a CA or a
+    // self-signed root): they are the candidate issuers when a renewal is checked. A leaf's
+    // own DER is re-read only if it turns out to be a rotation candidate, so a tree of
+    // thousands of leaf certificates does not keep every one in memory.
+    let issuer_like = record
+        .certs
+        .iter()
+        .any(|c| c.is_ca == Some(true) || c.self_signed);
+    let cert_ders = if keep_ders && issuer_like {
         super::certificate_ders(&bytes)
     } else {
         Vec::new()
