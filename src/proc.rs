@@ -76,33 +76,22 @@ pub fn identify(pid: u32) -> Identity {
 pub fn identify_basic(pid: u32, with_parent: bool) -> Identity {
     let mut info = ProcessInfo {
         pid,
+        exe: exe_path(pid),
         ..ProcessInfo::default()
     };
-    let base = format!("/proc/{pid}");
-    if let Ok(status) = std::fs::read(format!("{base}/status")) {
-        if let Some((uid, euid)) = parse_status_uids(&status) {
-            info.uid = uid;
-            info.euid = euid;
-        }
-        info.ppid = parse_status_ppid(&status).unwrap_or(0);
+    if let Some((uid, euid, ppid)) = status_ids(pid) {
+        info.uid = uid;
+        info.euid = euid;
+        info.ppid = ppid;
     }
-    info.exe = read_link(&format!("{base}/exe"));
-    let exe_id = rustix::fs::statx(
-        rustix::fs::CWD,
-        format!("{base}/exe"),
-        rustix::fs::AtFlags::empty(),
-        rustix::fs::StatxFlags::BASIC_STATS,
-    )
-    .ok()
-    .map(|st| ExeId::of(&st));
     let parent_exe = if with_parent && info.ppid > 0 {
-        read_link(&format!("/proc/{}/exe", info.ppid))
+        exe_path(info.ppid)
     } else {
         None
     };
     Identity {
         info,
-        exe_id,
+        exe_id: exe_id(pid),
         parent_exe,
     }
 }

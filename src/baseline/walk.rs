@@ -269,7 +269,7 @@ fn capture_child(
     group: &crate::policy::Group,
 ) -> Option<(Entry, Option<OwnedFd>)> {
     let ftype = FileType::from_mode(u32::from(st.stx_mode));
-    let mut e = entry_from_statx(path, st, group);
+    let mut e = entry_from_statx(path, st, &group.name, group.class);
     match ftype {
         FileType::File if ctx.hash => {
             if !hash_into(ctx, parent, name, st, &mut e) {
@@ -483,7 +483,14 @@ fn capture_xattrs(ctx: &Ctx<'_>, e: &mut Entry, target: &Target<'_>) {
     }
 }
 
-fn entry_from_statx(path: &[u8], st: &rustix::fs::Statx, g: &crate::policy::Group) -> Entry {
+/// The attributes `statx` gives, as an entry of `group`/`class` (no hashes, xattrs or link
+/// target yet). Shared by the walker and restore's live inspection.
+pub(crate) fn entry_from_statx(
+    path: &[u8],
+    st: &rustix::fs::Statx,
+    group: &str,
+    class: crate::policy::Class,
+) -> Entry {
     let ftype = FileType::from_mode(u32::from(st.stx_mode));
     let ts = |t: &rustix::fs::StatxTimestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
     Entry {
@@ -505,8 +512,8 @@ fn entry_from_statx(path: &[u8], st: &rustix::fs::Statx, g: &crate::policy::Grou
         nlink: u64::from(st.stx_nlink),
         mtime_ns: ts(&st.stx_mtime),
         ctime_ns: ts(&st.stx_ctime),
-        group: g.name.clone(),
-        class: g.class,
+        group: group.to_string(),
+        class,
         problem: None,
     }
 }

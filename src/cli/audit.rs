@@ -3,8 +3,8 @@
 //! once (on the walker's threads), judges, reports. Exit 0 clean, 1 posture findings, 3 when
 //! a file could not be read.
 
-use super::verify::{render, Format};
-use super::{emit, progress, root_path, Common, DEFAULT_POLICY};
+use super::verify::Format;
+use super::{progress, root_path, Common, DEFAULT_POLICY};
 use crate::baseline::check::{Clean, Report};
 use crate::baseline::credentials::{self, LiveCred};
 use crate::baseline::walk::{self, Item, WalkOptions};
@@ -109,25 +109,5 @@ pub(crate) fn audit(a: &AuditArgs, common: Common) -> Result<ExitCode> {
         clean,
         ..Report::default()
     };
-    let data = render(
-        &report,
-        a.format,
-        common.color && a.output.is_none(),
-        "audit",
-        &started,
-    )?;
-    emit(&a.output, &data)?;
-    if a.format != Format::Human && !common.quiet {
-        for e in &report.errors {
-            tracing::error!("{e}");
-        }
-    }
-    let mut code = ExitCode::Clean;
-    if !report.findings.is_empty() {
-        code = code.combine(ExitCode::Drift);
-    }
-    if !report.errors.is_empty() {
-        code = code.combine(ExitCode::Integrity);
-    }
-    Ok(code)
+    super::verify::finish(&report, a.format, &a.output, common, "audit", &started)
 }

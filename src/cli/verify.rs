@@ -103,15 +103,28 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         jiff::Timestamp::now().as_second(),
         &owners,
     );
+    finish(&report, a.format, &a.output, common, "verify", &started)
+}
+
+/// Render `report`, write it, log its errors when the output is not for humans, and map it
+/// to the exit code (1 with findings, 3 with errors): the end of `verify` and `audit`.
+pub(crate) fn finish(
+    report: &crate::baseline::check::Report,
+    format: Format,
+    output: &Option<PathBuf>,
+    common: Common,
+    command: &str,
+    started: &str,
+) -> Result<ExitCode> {
     let data = render(
-        &report,
-        a.format,
-        common.color && a.output.is_none(),
-        "verify",
-        &started,
+        report,
+        format,
+        common.color && output.is_none(),
+        command,
+        started,
     )?;
-    emit(&a.output, &data)?;
-    if a.format != Format::Human && !common.quiet {
+    emit(output, &data)?;
+    if format != Format::Human && !common.quiet {
         for e in &report.errors {
             tracing::error!("{e}");
         }

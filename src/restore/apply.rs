@@ -155,30 +155,7 @@ pub fn inspect(
         Err(e) => return Err(e.into()),
     };
     let ftype = FileType::from_mode(u32::from(st.stx_mode));
-    let ts = |t: &rustix::fs::StatxTimestamp| t.tv_sec * 1_000_000_000 + i64::from(t.tv_nsec);
-    let mut e = Entry {
-        path: path.to_vec(),
-        ftype,
-        mode: u32::from(st.stx_mode) & 0o7777,
-        uid: st.stx_uid,
-        gid: st.stx_gid,
-        size: st.stx_size,
-        hashes: None,
-        link_target: None,
-        rdev: matches!(ftype, FileType::CharDevice | FileType::BlockDevice)
-            .then_some((st.stx_rdev_major, st.stx_rdev_minor)),
-        acl_access: None,
-        acl_default: None,
-        xattrs: Vec::new(),
-        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
-        ino: st.stx_ino,
-        nlink: u64::from(st.stx_nlink),
-        mtime_ns: ts(&st.stx_mtime),
-        ctime_ns: ts(&st.stx_ctime),
-        group: group.to_string(),
-        class,
-        problem: None,
-    };
+    let mut e = crate::baseline::walk::entry_from_statx(path, &st, group, class);
     let mut buf = Vec::new();
     match ftype {
         FileType::File | FileType::Dir => {
