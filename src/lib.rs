@@ -30,7 +30,7 @@
 //! [`cli`] is the only code that prints; [`error::Error`] maps every failure to the exit
 //! status of [`exit::ExitCode`] (0 clean, 1 drift, 2 usage/policy, 3 integrity).
 #![deny(unsafe_code)]
-#![deny(clippy::unwrap_used)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod alert;
 pub mod atomic;
