@@ -1122,6 +1122,28 @@ fn resolve_event(s: &Shared, ev: &fanotify::Event) -> Option<Vec<u8>> {
         .or_else(by_dir)
 }
 
+/// Move one group's mark on `fd` from mask `from` to mask `to`: add `to` (an error if that
+/// fails), then remove the bits no longer wanted (best effort: the inode may not carry them).
+fn move_mask(
+    fan: &Fanotify,
+    fd: std::os::fd::BorrowedFd<'_>,
+    from: u32,
+    to: u32,
+) -> nix::Result<()> {
+    if to != 0 {
+        fanotify::mark_fd(fan, fd, MaskFlags::from_bits_retain(u64::from(to)), false)?;
+    }
+    if from & !to != 0 {
+        let _ = fanotify::mark_fd(
+            fan,
+            fd,
+            MaskFlags::from_bits_retain(u64::from(from & !to)),
+            true,
+        );
+    }
+    Ok(())
+}
+
 /// What [`Checker::apply_marks`] learned about the marked inode.
 #[derive(Default)]
 struct Applied {
@@ -1347,40 +1369,8 @@ impl Checker {
             return Ok(Applied::default());
         }
         let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
-        if to.notify != 0 {
-            fanotify::mark_fd(
-                &self.notify,
-                fd.as_fd(),
-                MaskFlags::from_bits_retain(u64::from(to.notify)),
-                false,
-            )
-            .map_err(io)?;
-        }
-        if from.notify & !to.notify != 0 {
-            let _ = fanotify::mark_fd(
-                &self.notify,
-                fd.as_fd(),
-                MaskFlags::from_bits_retain(u64::from(from.notify & !to.notify)),
-                true,
-            );
-        }
-        if to.perm != 0 {
-            fanotify::mark_fd(
-                &self.perm,
-                fd.as_fd(),
-                MaskFlags::from_bits_retain(u64::from(to.perm)),
-                false,
-            )
-            .map_err(io)?;
-        }
-        if from.perm & !to.perm != 0 {
-            let _ = fanotify::mark_fd(
-                &self.perm,
-                fd.as_fd(),
-                MaskFlags::from_bits_retain(u64::from(from.perm & !to.perm)),
-                true,
-            );
-        }
+        move_mask(&self.notify, fd.as_fd(), from.notify, to.notify).map_err(io)?;
+        move_mask(&self.perm, fd.as_fd(), from.perm, to.perm).map_err(io)?;
         let handle = if to.notify != 0 {
             Some(fanotify::handle_of(fd.as_fd())?)
         } else {
