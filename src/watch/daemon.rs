@@ -1275,7 +1275,7 @@ impl Checker {
     /// Mark one path (a new or replaced entry) and index it.
     fn mark_one(&self, path: &[u8], to: Marks) -> std::io::Result<()> {
         let from = read(&self.shared.watched).marks(path);
-        let applied = self.apply_marks(path, Marks::default(), to)?;
+        let applied = self.apply_marks(path, from, to)?;
         let mut w = write(&self.shared.watched);
         let span = w.set(path, to);
         if let (Some(h), Some(span)) = (applied.handle, span) {
