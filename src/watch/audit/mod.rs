@@ -349,8 +349,38 @@ fn is_stale(key: &[u8], own_exe: Option<&std::path::Path>) -> bool {
         return true;
     }
     match std::fs::read_link(format!("/proc/{pid}/exe")) {
-        Ok(exe) => Some(exe.as_path()) != own_exe,
+        Ok(exe) => !same_program(&exe, own_exe),
         Err(_) => true,
+    }
+}
+
+/// Whether a live process's exe is a kmsentry (this binary, another build of it, or a binary
+/// replaced on disk while it runs): its rules are not stale, whatever path it runs from, so two
+/// daemons of different builds on one host (an upgrade, parallel test runs) keep each other's
+/// rules. A pid reused by any other program is stale.
+fn same_program(exe: &std::path::Path, own_exe: Option<&std::path::Path>) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if Some(exe) == own_exe {
+        return true;
+    }
+    let name = |p: &std::path::Path| p.file_name().map(|n| n.as_bytes().to_vec());
+    let Some(theirs) = name(exe) else {
+        return false;
+    };
+    let theirs = program_name(&theirs);
+    theirs.starts_with(b"kmsentry")
+        || own_exe.and_then(name).as_deref().map(program_name) == Some(theirs)
+}
+
+/// An exe's file name without what a rebuild changes: the ` (deleted)` the kernel appends to
+/// a replaced binary, and the `-<16 hex digits>` cargo appends to a test binary.
+fn program_name(name: &[u8]) -> &[u8] {
+    let name = name.strip_suffix(b" (deleted)").unwrap_or(name);
+    match name.len().checked_sub(17) {
+        Some(at) if name[at] == b'-' && name[at + 1..].iter().all(u8::is_ascii_hexdigit) => {
+            &name[..at]
+        }
+        _ => name,
     }
 }
 
@@ -435,6 +465,24 @@ mod tests {
         assert!(!is_stale(b"other-1", own));
         // pid 1 is alive and is not this program
         assert!(is_stale(b"kmsentry-1", own));
+    }
+
+    #[test]
+    fn another_build_of_kmsentry_is_not_stale() {
+        use std::path::Path;
+        let own = Some(Path::new("/work/a/target/debug/kmsentry"));
+        assert!(same_program(Path::new("/usr/bin/kmsentry"), own));
+        assert!(same_program(
+            Path::new("/work/b/target/debug/kmsentry (deleted)"),
+            own
+        ));
+        assert!(!same_program(Path::new("/usr/bin/cat"), own));
+        let test_bin = Some(Path::new("/w/target/debug/deps/audit-0123456789abcdef"));
+        assert!(same_program(
+            Path::new("/v/target/debug/deps/audit-fedcba9876543210"),
+            test_bin
+        ));
+        assert!(!same_program(Path::new("/usr/bin/sleep"), test_bin));
     }
 
     #[test]
