@@ -62,7 +62,9 @@ pub fn fields(r: &Rendered<'_>) -> Vec<(&'static str, String)> {
         if let Some(exe) = &p.exe {
             f.push(("KMSENTRY_PROCESS_EXE", esc(exe)));
         }
-        f.push(("KMSENTRY_PROCESS_UID", p.uid.to_string()));
+        if let Some(uid) = p.uid {
+            f.push(("KMSENTRY_PROCESS_UID", uid.to_string()));
+        }
         if let Some(u) = &p.user {
             f.push(("KMSENTRY_PROCESS_USER", esc(u.as_bytes())));
         }

@@ -62,22 +62,7 @@ pub fn to_object(a: &Alert, st: &Stamp<'_>) -> Map<String, Value> {
         m.insert("outcome".into(), o.as_str().into());
     }
     if let Some(p) = &a.process {
-        let mut pm = Map::new();
-        pm.insert("pid".into(), p.pid.into());
-        pm.insert("ppid".into(), p.ppid.into());
-        if let Some(exe) = &p.exe {
-            pm.insert("exe".into(), name(exe));
-        }
-        pm.insert("comm".into(), name(&p.comm));
-        pm.insert("cmdline".into(), name(&p.cmdline));
-        pm.insert("uid".into(), p.uid.into());
-        if let Some(u) = &p.user {
-            pm.insert("user".into(), name(u.as_bytes()));
-        }
-        if let Some(auid) = p.auid {
-            pm.insert("auid".into(), auid.into());
-        }
-        m.insert("process".into(), Value::Object(pm));
+        m.insert("process".into(), Value::Object(process_object(p)));
     }
     if !a.changes.is_empty() {
         m.insert(
@@ -93,6 +78,42 @@ pub fn to_object(a: &Alert, st: &Stamp<'_>) -> Map<String, Value> {
     }
     m.insert("prev".into(), st.prev.into());
     m
+}
+
+/// `process`: what is known about the process, keys in a fixed order. A field that could not
+/// be learnt is absent (never 0, never "root"); `identity` says how the rest was learnt.
+pub fn process_object(p: &crate::proc::ProcessInfo) -> Map<String, Value> {
+    let mut pm = Map::new();
+    pm.insert("pid".into(), p.pid.into());
+    if let Some(ppid) = p.ppid {
+        pm.insert("ppid".into(), ppid.into());
+    }
+    if let Some(exe) = &p.exe {
+        pm.insert("exe".into(), name(exe));
+    }
+    if let Some(comm) = &p.comm {
+        pm.insert("comm".into(), name(comm));
+    }
+    if let Some(cmdline) = &p.cmdline {
+        pm.insert("cmdline".into(), name(cmdline));
+        if p.cmdline_truncated {
+            pm.insert("cmdline_truncated".into(), true.into());
+        }
+    }
+    if let Some(uid) = p.uid {
+        pm.insert("uid".into(), uid.into());
+    }
+    if let Some(euid) = p.euid {
+        pm.insert("euid".into(), euid.into());
+    }
+    if let Some(u) = &p.user {
+        pm.insert("user".into(), name(u.as_bytes()));
+    }
+    if let Some(auid) = p.auid {
+        pm.insert("auid".into(), auid.into());
+    }
+    pm.insert("identity".into(), p.source.as_str().into());
+    pm
 }
 
 /// The record's line, without the newline.
@@ -175,7 +196,7 @@ mod tests {
     use crate::alert::{Kind, Outcome};
     use crate::baseline::diff::Severity;
     use crate::policy::schema::Class;
-    use crate::proc::ProcessInfo;
+    use crate::proc::{ProcessInfo, Source};
 
     fn stamp() -> Stamp<'static> {
         Stamp {
@@ -194,15 +215,17 @@ mod tests {
         a.outcome = Some(Outcome::Denied);
         a.process = Some(ProcessInfo {
             pid: 42,
-            ppid: 1,
-            start_time: 9,
+            ppid: Some(1),
+            start_time: Some(9),
             exe: Some(b"/usr/bin/c\xfeat".to_vec()),
-            comm: b"cat\n".to_vec(),
-            cmdline: b"cat /etc/kms/key".to_vec(),
-            uid: 1000,
-            euid: 1000,
+            comm: Some(b"cat\n".to_vec()),
+            cmdline: Some(b"cat /etc/kms/key".to_vec()),
+            cmdline_truncated: true,
+            uid: Some(65534),
+            euid: Some(0),
             auid: Some(1000),
-            user: Some("alice".into()),
+            user: Some("nobody".into()),
+            source: Source::Blocked,
         });
         a.changes = vec!["content", "mode"];
         a.rule = Some("client-keys/allow[0]".into());
@@ -229,8 +252,34 @@ mod tests {
         let pk: Vec<&String> = p["process"].as_object().unwrap().keys().collect();
         assert_eq!(
             pk,
-            ["pid", "ppid", "exe", "comm", "cmdline", "uid", "user", "auid"]
+            [
+                "pid",
+                "ppid",
+                "exe",
+                "comm",
+                "cmdline",
+                "cmdline_truncated",
+                "uid",
+                "euid",
+                "user",
+                "auid",
+                "identity"
+            ]
         );
+        assert_eq!(p["process"]["euid"], 0);
+        assert_eq!(p["process"]["identity"], "blocked");
+    }
+
+    #[test]
+    fn an_unknown_uid_is_absent_never_root() {
+        let mut a = Alert::new(Kind::Created, Severity::Low);
+        a.process = Some(ProcessInfo::pid_only(77, Source::Gone));
+        let line = render(&a, &stamp());
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let keys: Vec<&String> = v["process"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["pid", "identity"], "{line}");
+        assert_eq!(v["process"]["identity"], "gone");
+        assert!(!line.contains("root"));
     }
 
     #[test]

@@ -163,7 +163,9 @@ pub fn structured_data(r: &Rendered<'_>) -> String {
         if let Some(exe) = &p.exe {
             params.push(("exe", crate::sanitize::escape(exe).into_owned()));
         }
-        params.push(("uid", p.uid.to_string()));
+        if let Some(uid) = p.uid {
+            params.push(("uid", uid.to_string()));
+        }
         if let Some(u) = &p.user {
             params.push(("user", crate::sanitize::escape(u.as_bytes()).into_owned()));
         }

@@ -44,7 +44,102 @@ pub struct AllowRule {
     pub exe_hash: Option<[u8; 32]>,
     pub users: Vec<String>,
     pub uids: Vec<u32>,
-    pub parent_exe: Option<Vec<u8>>,
+    /// The parent's executable must be one of these (empty: any parent).
+    pub parent_exe: Vec<Vec<u8>>,
+    /// Any parent is allowed, but one not listed here raises an `unusual-parent` alert
+    /// (empty: no such alert).
+    pub usual_parent_exe: Vec<Vec<u8>>,
+    /// The arguments after `argv[0]` must match these (`None`: any arguments).
+    pub args: Option<ArgsPattern>,
+}
+
+/// Patterns for a command line's arguments after `argv[0]`: one per argument, `*` any run of
+/// bytes (`/` included), `?` one byte, `\` makes the next character literal; a last
+/// pattern `**` matches any number of further arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArgsPattern {
+    pub args: Vec<Vec<ArgTok>>,
+    pub rest: bool,
+    /// As written, for messages.
+    pub text: Vec<String>,
+}
+
+/// One token of an argument pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgTok {
+    Byte(u8),
+    One,
+    Any,
+}
+
+impl ArgsPattern {
+    /// Parse the patterns as written in the policy.
+    pub fn new(pats: &[String]) -> ArgsPattern {
+        let rest = pats.last().is_some_and(|p| p == "**");
+        let fixed = if rest { &pats[..pats.len() - 1] } else { pats };
+        let args = fixed
+            .iter()
+            .map(|p| {
+                let mut toks = Vec::new();
+                let mut it = p.bytes();
+                while let Some(b) = it.next() {
+                    toks.push(match b {
+                        b'*' => ArgTok::Any,
+                        b'?' => ArgTok::One,
+                        b'\\' => ArgTok::Byte(it.next().unwrap_or(b'\\')),
+                        b => ArgTok::Byte(b),
+                    });
+                }
+                toks
+            })
+            .collect();
+        ArgsPattern {
+            args,
+            rest,
+            text: pats.to_vec(),
+        }
+    }
+
+    /// Whether `args` (after `argv[0]`) match.
+    pub fn matches(&self, args: &[Vec<u8>]) -> bool {
+        let n = self.args.len();
+        if args.len() < n || (!self.rest && args.len() != n) {
+            return false;
+        }
+        self.args.iter().zip(args).all(|(p, a)| arg_matches(p, a))
+    }
+}
+
+fn arg_matches(p: &[ArgTok], s: &[u8]) -> bool {
+    // Iterative wildcard match with one backtrack point (the last `*`): linear in practice,
+    // never exponential on a hostile argument.
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(ArgTok::Any) => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(ArgTok::One) => {
+                pi += 1;
+                si += 1;
+            }
+            Some(ArgTok::Byte(b)) if *b == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|t| *t == ArgTok::Any)
 }
 
 /// A group's `access:` block.
@@ -535,18 +630,43 @@ fn compile_allow(
             }
         }
     }
-    if let Some(p) = &r.parent_exe {
-        if !p.value.starts_with('/') {
+    let mut paths = |key: &str, v: &Option<Spanned<super::schema::OneOrMany>>| -> Vec<Vec<u8>> {
+        let Some(v) = v else { return Vec::new() };
+        let vals = v.value.values();
+        if vals.is_empty() {
             ok = false;
             fail(
-                &p.referenced,
-                format!(
-                    "parent_exe `{}` is relative; expected an absolute path",
-                    p.value
-                ),
+                &v.referenced,
+                format!("`{key}` is empty; expected an absolute path or a list of them"),
             );
         }
-    }
+        for p in &vals {
+            if !p.starts_with('/') {
+                ok = false;
+                fail(
+                    &v.referenced,
+                    format!("{key} `{p}` is relative; expected an absolute path"),
+                );
+            }
+        }
+        vals.iter().map(|p| p.as_bytes().to_vec()).collect()
+    };
+    let parent_exe = paths("parent_exe", &r.parent_exe);
+    let usual_parent_exe = paths("usual_parent_exe", &r.usual_parent_exe);
+    let args = r.args.as_ref().map(|a| {
+        if let Some(i) = a.value.iter().position(|p| p.value == "**") {
+            if i + 1 != a.value.len() {
+                ok = false;
+                fail(
+                    &a.value[i].referenced,
+                    "`**` stands for any further arguments, so it can only be the last pattern"
+                        .into(),
+                );
+            }
+        }
+        let text: Vec<String> = a.value.iter().map(|p| p.value.clone()).collect();
+        ArgsPattern::new(&text)
+    });
     for u in &r.users {
         if u.value.is_empty() || u.value.contains([':', '/', '\n']) {
             ok = false;
@@ -561,7 +681,9 @@ fn compile_allow(
         exe_hash,
         users: r.users.iter().map(|u| u.value.clone()).collect(),
         uids: r.uids.iter().map(|u| u.value).collect(),
-        parent_exe: r.parent_exe.as_ref().map(|p| p.value.as_bytes().to_vec()),
+        parent_exe,
+        usual_parent_exe,
+        args,
     })
 }
 

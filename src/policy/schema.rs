@@ -201,8 +201,35 @@ pub struct RawAllow {
     pub users: Vec<Spanned<String>>,
     #[serde(default)]
     pub uids: Vec<Spanned<u32>>,
+    /// The parent's executable must be this one (or one of these).
     #[serde(default)]
-    pub parent_exe: Option<Spanned<String>>,
+    pub parent_exe: Option<Spanned<OneOrMany>>,
+    /// Allowed from any parent, but an open by a process whose parent is not one of these is
+    /// alerted (outcome `success`, rule `unusual-parent`).
+    #[serde(default)]
+    pub usual_parent_exe: Option<Spanned<OneOrMany>>,
+    /// Patterns for the arguments after `argv[0]`, one per argument (`*` any run of bytes,
+    /// `?` one byte, `\` escapes); a last `"**"` matches any further arguments.
+    #[serde(default)]
+    pub args: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// A single path or a list of paths.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub fn values(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
 }
 
 /// What happens when a watched entry changes.

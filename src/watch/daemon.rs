@@ -2,21 +2,29 @@
 //!
 //! | thread | blocks on | never does |
 //! |---|---|---|
-//! | `perm` | `poll` on the permission group | file I/O, alert I/O, hashing: it reads `/proc`, calls [`decide`], answers the kernel, then queues the record |
-//! | `notify` | `poll` on the notification group | hashing; it maps events to paths and queues them |
-//! | `check` | its queue | answering permission events; it captures, hashes, diffs, marks new entries, rescans, reloads |
+//! | `perm` | `poll` on the permission group | file I/O, alert I/O, hashing, NSS: it reads `/proc`, calls [`decide`], answers the kernel, then queues the record |
+//! | `notify` | `poll` on the notification group | hashing; it maps events to paths, identifies the process (pidfd-checked), and queues them |
+//! | `check` | its queue | answering permission events; it captures, hashes, diffs, marks new entries, keeps the audit rules in step, rescans, reloads |
 //! | `exe-hash` | hashing an executable that needs it | holding an event past `stall`: `perm` answers with `on_stall` first |
-//! | `alert` | the sinks (fsync, network) | anything else |
+//! | `alert` | the sinks (fsync, network), user-name lookups | anything else |
 //! | `audit` | the audit netlink socket | |
+//! | `signals` | the `signalfd` | |
 //!
 //! The daemon's own opens (reconcile, rescans, hashing an executable) raise permission
 //! events like anyone's; `perm` allows its own pid before anything else, and never opens a
-//! file itself, so no thread waits on an answer only it could give.
+//! file itself, so no thread waits on an answer only it could give. Before any of this, the
+//! instance locks ([`super::instance`]) make sure no other daemon runs on the same state.
 
-use super::fanotify;
+use super::changes::{self, Observed};
+use super::fanotify::{self, PermGroup};
+use super::identity;
+use super::instance::Instance;
 use super::paths::{Builder, Marks, Watched};
+use super::reported::{self, Reported};
+use super::signals::{self, Request, StopCause};
+use super::touch::Touch;
 use crate::alert::{Alert, AlertConfig, Alerter, Kind, Outcome};
-use crate::baseline::diff::{change_severity, diff, severity, Severity, Status};
+use crate::baseline::diff::{diff, Severity, Status};
 use crate::baseline::entry::Entry;
 use crate::baseline::walk::{self, Item, WalkOptions};
 use crate::decide::{decide, OpenKind, Trust, TrustedExe, Verdict};
@@ -24,10 +32,11 @@ use crate::error::{Error, Result};
 use crate::fsroot::Root;
 use crate::policy::schema::AccessMode;
 use crate::policy::{Class, CompiledPolicy, Group};
-use crate::proc::{identify, ExeId, Identity, ProcessInfo};
+use crate::proc::{ExeId, Identity, ProcessInfo};
 use crate::sanitize::Name;
 use crate::store::Store;
-use nix::sys::fanotify::{Fanotify, FanotifyEvent, FanotifyResponse, MaskFlags, Response};
+use crate::users::Names;
+use nix::sys::fanotify::{Fanotify, FanotifyEvent, MaskFlags};
 use rustix::fs::OFlags;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsFd;
@@ -72,18 +81,12 @@ pub struct Config {
 struct Snapshot {
     policy: CompiledPolicy,
     trust: Trust,
-    /// Some allow rule names a parent executable (decisions must read it).
-    needs_parent: bool,
     /// Trusted executable inode → the allowed path it was hashed at.
     by_id: HashMap<ExeId, Vec<u8>>,
 }
 
 impl Snapshot {
     fn new(policy: CompiledPolicy, trust: Trust) -> Snapshot {
-        let needs_parent = policy
-            .groups
-            .iter()
-            .any(|g| g.access.allow.iter().any(|r| r.parent_exe.is_some()));
         let mut by_id = HashMap::new();
         for (path, t) in &trust.exes {
             for id in &t.ids {
@@ -93,18 +96,22 @@ impl Snapshot {
         Snapshot {
             policy,
             trust,
-            needs_parent,
             by_id,
         }
     }
 }
 
-/// Counters for `kmsentry status` and the metrics endpoint.
+/// Counters for `kmsentry status` and the metrics endpoint. Every permission event is
+/// counted exactly once, when it is answered (in [`answer`]): allowed or denied, so the
+/// status document's `events.perm` is their sum, and `pending_decisions` are the events read
+/// but not answered yet.
 #[derive(Default)]
 pub(crate) struct Stats {
-    pub perm_events: AtomicU64,
     pub allowed: AtomicU64,
+    /// Of `allowed`: the daemon's own opens.
+    pub allowed_self: AtomicU64,
     pub denied: AtomicU64,
+    /// Answered per `--on-stall` (counted in `allowed` or `denied` too).
     pub stalled: AtomicU64,
     pub notify_events: AtomicU64,
     pub checks: AtomicU64,
@@ -147,11 +154,15 @@ struct Shared {
     pending: Mutex<HashMap<i32, Pending>>,
     self_pid: u32,
     started: Instant,
+    /// Why the daemon stops (set by the signal thread).
+    stop_cause: Mutex<Option<StopCause>>,
 }
 
 struct Pending {
     event: FanotifyEvent,
     since: Instant,
+    /// The group is in audit mode: a stall is answered allow, whatever `--on-stall` says.
+    audit_mode: bool,
 }
 
 enum Work {
@@ -209,15 +220,14 @@ fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) ->
         FileType::File => {
             m.notify = NOTIFY_FILE;
             if let Some(g) = group {
-                match g.access.mode {
-                    AccessMode::Enforce => {
-                        m.perm = libc::FAN_OPEN_PERM as u32;
-                        if g.class == Class::ProviderBinary {
-                            m.perm |= libc::FAN_OPEN_EXEC_PERM as u32;
-                        }
+                // Audit mode too goes through the permission group, always answered allow:
+                // the opener waits while its identity is read, so the alert names the
+                // process that opened the file, not whatever holds its pid a moment later.
+                if matches!(g.access.mode, AccessMode::Enforce | AccessMode::Audit) {
+                    m.perm = libc::FAN_OPEN_PERM as u32;
+                    if g.class == Class::ProviderBinary {
+                        m.perm |= libc::FAN_OPEN_EXEC_PERM as u32;
                     }
-                    AccessMode::Audit => m.notify |= libc::FAN_OPEN as u32,
-                    AccessMode::Off => {}
                 }
             }
         }
@@ -228,9 +238,57 @@ fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) ->
     m
 }
 
+/// The files whose state one daemon owns, each guarded by an instance lock: the baseline
+/// (which also records the run state), the alert log, the status socket.
+fn locked_resources(cfg: &Config) -> Vec<(&'static str, &std::path::Path, bool)> {
+    let mut v = vec![("baseline", cfg.db.as_path(), true)];
+    if let Some(f) = &cfg.alerts.file {
+        v.push(("alert log", f.as_path(), false));
+    }
+    if let Some(s) = &cfg.status_socket {
+        if let Some(dir) = s
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        v.push(("status socket", s.as_path(), false));
+    }
+    v
+}
+
+/// Pidfds (one per notification event) and event fds count against RLIMIT_NOFILE; running
+/// out would make the kernel deny permission events it cannot give an fd. Raise the soft
+/// limit towards the hard one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(1 << 16);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
 /// Run the daemon until SIGTERM/SIGINT (or `run_for`). Returns once every pending
 /// permission event is answered and `stopped` is written.
 pub fn run(cfg: Config) -> Result<()> {
+    // First, before any thread exists: every thread inherits the blocked mask, so the
+    // signals reach only the signalfd.
+    let sigfd = signals::block().map_err(|e| {
+        Error::io(
+            "block signals",
+            Vec::new(),
+            std::io::Error::from_raw_os_error(e as i32),
+        )
+    })?;
+    // Then the instance locks: a second daemon must not place a mark or read a watched file.
+    let mut instance = Instance::acquire(&locked_resources(&cfg))?;
+    raise_fd_limit();
     let root = Arc::new(Root::open(std::path::Path::new("/"))?);
     let policy = crate::policy::load(&cfg.policy)?;
     let store = open_baseline(&cfg, &root)?;
@@ -250,13 +308,20 @@ pub fn run(cfg: Config) -> Result<()> {
         pending: Mutex::new(HashMap::new()),
         self_pid: std::process::id(),
         started: Instant::now(),
+        stop_cause: Mutex::new(None),
     });
     let perm = Arc::new(
         fanotify::init_perm().map_err(|e| fan_err("fanotify_init (permission group)", e))?,
     );
-    let notify = Arc::new(
-        fanotify::init_notify().map_err(|e| fan_err("fanotify_init (notification group)", e))?,
-    );
+    if !perm.audit {
+        tracing::warn!("fanotify audit responses are unavailable: a kernel-audit `access`/`failure` alert may repeat an enforce denial");
+    }
+    let (notify, pidfds) =
+        fanotify::init_notify().map_err(|e| fan_err("fanotify_init (notification group)", e))?;
+    if !pidfds {
+        tracing::warn!("this kernel cannot report pidfds with events (Linux 5.15+): a changing process's /proc entry is read unverified");
+    }
+    let notify = Arc::new(notify);
 
     let mut alerter = Alerter::new(cfg.alerts.clone())?;
     let (alert_tx, alert_rx) = mpsc::sync_channel::<Box<Alert>>(16_384);
@@ -285,6 +350,8 @@ pub fn run(cfg: Config) -> Result<()> {
         })?);
     }
 
+    let reported_path = reported::state_path(&cfg.db);
+    let loaded = reported::load(&reported_path);
     let mut checker = Checker {
         shared: shared.clone(),
         root: root.clone(),
@@ -295,9 +362,18 @@ pub fn run(cfg: Config) -> Result<()> {
         alert: alert_tx.clone(),
         drift: HashMap::new(),
         pending: HashMap::new(),
+        next_seq: 0,
         audit: None,
+        audit_dirty: false,
+        audit_sent: Instant::now(),
         objects,
         restores: HashMap::new(),
+        names: Names::for_root(&root),
+        reported_known: loaded.is_some(),
+        reported: loaded.unwrap_or_default(),
+        reported_path,
+        reported_dirty: false,
+        reported_saved: Instant::now(),
     };
     checker.place_marks()?;
     tracing::info!(
@@ -318,6 +394,7 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     let alert_thread = {
         let s = shared.clone();
+        let mut names = Names::for_root(&root);
         spawn("kmsentry-alert", move || {
             // Batch what is queued into one write + one fsync; tick for timed checkpoints.
             loop {
@@ -344,7 +421,20 @@ pub fn run(cfg: Config) -> Result<()> {
                         *counts.entry(a.kind.as_str()).or_insert(0) += 1;
                     }
                 }
-                if let Err(e) = alerter.emit_batch(batch.into_iter().map(|b| *b).collect()) {
+                let batch: Vec<Alert> = batch
+                    .into_iter()
+                    .map(|b| {
+                        let mut a = *b;
+                        // User names here, never on the permission thread: NSS may block.
+                        if let Some(p) = &mut a.process {
+                            if p.user.is_none() {
+                                p.user = p.uid.and_then(|u| names.user(u));
+                            }
+                        }
+                        a
+                    })
+                    .collect();
+                if let Err(e) = alerter.emit_batch(batch) {
                     tracing::error!("alert sink: {e}");
                 }
             }
@@ -365,13 +455,18 @@ pub fn run(cfg: Config) -> Result<()> {
         None
     };
     checker.audit = audit.clone();
-    if let Some(sock) = &cfg.status_socket {
-        // Detached: these block in accept(2) and end with the process.
-        match super::status::serve(sock, shared_status(&shared)) {
-            Ok(_) => {}
-            Err(e) => tracing::warn!("status socket: {e}"),
-        }
-    }
+    let status_socket = match &cfg.status_socket {
+        // Its thread blocks in accept(2) and ends with the process; the guard removes the
+        // socket at a clean stop.
+        Some(sock) => match super::status::serve(sock, shared_status(&shared)) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("status socket: {e}");
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(addr) = cfg.metrics {
         match super::status::serve_metrics(addr, shared_status(&shared)) {
             Ok(_) => {}
@@ -401,37 +496,39 @@ pub fn run(cfg: Config) -> Result<()> {
         "policy_digest".into(),
         read(&shared.snap).policy.digest.clone().into(),
     );
+    if let Some(prev) = instance.previous() {
+        if !prev.clean {
+            started.severity = Severity::Medium;
+        }
+        started
+            .detail
+            .insert("previous_run".into(), prev.to_value());
+    }
     let _ = alert_tx.send(Box::new(started));
     sd_notify("READY=1");
 
-    // Signals: TERM/INT stop, HUP reloads.
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .map_err(|e| Error::io("install signal handlers", Vec::new(), e))?;
-    let sig_handle = signals.handle();
+    // Signals: TERM/INT stop, HUP reloads; `--run-for` stops too.
     {
         let (s, w) = (shared.clone(), work_tx.clone());
-        let run_for = cfg.run_for;
+        let deadline = cfg.run_for.map(|d| (Instant::now() + d, d));
         threads.push(spawn("kmsentry-signals", move || {
-            if let Some(d) = run_for {
-                let s2 = s.clone();
-                let _ = std::thread::Builder::new().spawn(move || {
-                    std::thread::sleep(d);
-                    s2.stop.store(true, Ordering::SeqCst);
-                });
-            }
-            for sig in signals.forever() {
-                match sig {
-                    signal_hook::consts::SIGHUP => {
-                        let _ = w.send(Work::Reload);
-                    }
-                    _ => {
+            while !s.stop.load(Ordering::SeqCst) {
+                if let Some((at, d)) = deadline {
+                    if Instant::now() >= at {
+                        lock(&s.stop_cause).get_or_insert(StopCause::RunFor(d));
                         s.stop.store(true, Ordering::SeqCst);
                         break;
                     }
+                }
+                match signals::next(&sigfd, Duration::from_millis(100)) {
+                    Some(Request::Reload) => {
+                        let _ = w.send(Work::Reload);
+                    }
+                    Some(Request::Stop(cause)) => {
+                        lock(&s.stop_cause).get_or_insert(cause);
+                        s.stop.store(true, Ordering::SeqCst);
+                    }
+                    None => {}
                 }
             }
         })?);
@@ -441,7 +538,6 @@ pub fn run(cfg: Config) -> Result<()> {
     checker.run(work_rx);
 
     // Shutdown: answer everything pending, say `stopped`, flush the sinks.
-    sig_handle.close();
     shared.stop.store(true, Ordering::SeqCst);
     drop(audit);
     drop(work_tx);
@@ -450,16 +546,49 @@ pub fn run(cfg: Config) -> Result<()> {
         let _ = t.join();
     }
     answer_all_pending(&shared, &perm, cfg.on_stall);
+    checker.save_reported();
+    let _ = alert_tx.send(Box::new(stopped_alert(&shared)));
+    drop(checker);
+    drop(alert_tx);
+    let _ = alert_thread.join();
+    drop(status_socket);
+    instance.mark_stopped();
+    sd_notify("STOPPING=1");
+    Ok(())
+}
+
+/// `stopped`: why (the signal and, as `process`, who sent it; or `--run-for`), and uptime.
+fn stopped_alert(shared: &Shared) -> Alert {
     let mut stopped = Alert::new(Kind::Stopped, Severity::Info);
     stopped
         .detail
         .insert("uptime_s".into(), shared.started.elapsed().as_secs().into());
-    let _ = alert_tx.send(Box::new(stopped));
-    drop(checker);
-    drop(alert_tx);
-    let _ = alert_thread.join();
-    sd_notify("STOPPING=1");
-    Ok(())
+    match lock(&shared.stop_cause).take() {
+        Some(StopCause::Signal {
+            name,
+            number,
+            code,
+            sender,
+        }) => {
+            stopped.detail.insert("signal".into(), name.into());
+            stopped.detail.insert("signal_number".into(), number.into());
+            stopped.detail.insert("signal_code".into(), code.into());
+            stopped.process = sender.map(|s| s.info);
+            if stopped.process.is_none() {
+                stopped
+                    .detail
+                    .insert("sender".into(), "the kernel (no sending process)".into());
+            }
+        }
+        Some(StopCause::RunFor(d)) => {
+            stopped.detail.insert("reason".into(), "run_for".into());
+            stopped
+                .detail
+                .insert("run_for_s".into(), d.as_secs_f64().into());
+        }
+        None => {}
+    }
+    stopped
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
@@ -584,16 +713,13 @@ fn hash_open_exe(f: std::fs::File) -> std::io::Result<(ExeId, [u8; 32])> {
     Ok((id, *h.finalize().as_bytes()))
 }
 
-fn respond(fan: &Fanotify, ev: &FanotifyEvent, allow: bool) {
-    if let Some(fd) = ev.fd() {
-        let r = if allow {
-            Response::FAN_ALLOW
-        } else {
-            Response::FAN_DENY
-        };
-        if let Err(e) = fan.write_response(FanotifyResponse::new(fd, r)) {
-            tracing::error!("answering a permission event: {e}");
-        }
+/// Answer a permission event and count it (exactly once per event).
+fn answer(s: &Shared, perm: &PermGroup, ev: &FanotifyEvent, allow: bool) {
+    perm.respond(ev, allow);
+    if allow {
+        s.stats.allowed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        s.stats.denied.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -622,11 +748,13 @@ fn access_alert(
     a.group = Some(group.name.clone());
     a.class = Some(group.class);
     a.outcome = Some(outcome);
-    let mut info = full_identity(who).info;
-    if info.user.is_none() {
-        info.user = user_name(info.uid);
+    a.process = Some(who.info.clone());
+    if let Some(p) = &who.parent_exe {
+        a.detail.insert(
+            "parent_exe".into(),
+            crate::sanitize::JsonName(p).text().into_owned().into(),
+        );
     }
-    a.process = Some(info);
     a.rule = Some(reason.rule.to_string());
     a.detail
         .insert("message".into(), reason.message.clone().into());
@@ -641,33 +769,10 @@ fn access_alert(
     a
 }
 
-/// `who` with everything an alert reports (uids, start time, comm, auid, cmdline, parent).
-fn full_identity(who: &Identity) -> Identity {
-    let mut full = who.clone();
-    if full.info.start_time == 0 {
-        if let Some((uid, euid, _)) = crate::proc::status_ids(full.info.pid) {
-            full.info.uid = uid;
-            full.info.euid = euid;
-        }
-        if full.info.exe.is_none() {
-            full.info.exe = crate::proc::exe_path(full.info.pid);
-        }
-        crate::proc::complete(&mut full);
-    }
-    full
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-}
-
 /// The permission thread: answer first, then queue the record.
 fn perm_loop(
     s: &Shared,
-    fan: &Fanotify,
+    perm: &PermGroup,
     alerts: &SyncSender<Box<Alert>>,
     hash: &SyncSender<HashJob>,
     on_stall: OnStall,
@@ -675,6 +780,7 @@ fn perm_loop(
     spin: Duration,
 ) {
     use rustix::event::{poll, PollFd, PollFlags};
+    let fan = &perm.fan;
     let tick = rustix::event::Timespec {
         tv_sec: 0,
         tv_nsec: 50_000_000,
@@ -686,7 +792,7 @@ fn perm_loop(
     while !s.stop.load(Ordering::Relaxed) {
         polls = polls.wrapping_add(1);
         if polls.is_multiple_of(1024) || !lock(&s.pending).is_empty() {
-            expire_pending(s, fan, alerts, on_stall, stall);
+            expire_pending(s, perm, alerts, on_stall, stall);
         }
         let events = match fan.read_events() {
             Ok(v) if !v.is_empty() => v,
@@ -697,7 +803,7 @@ fn perm_loop(
                 }
                 let mut fds = [PollFd::new(fan, PollFlags::IN)];
                 let _ = poll(&mut fds, Some(&tick));
-                expire_pending(s, fan, alerts, on_stall, stall);
+                expire_pending(s, perm, alerts, on_stall, stall);
                 continue;
             }
             Err(e) => {
@@ -709,10 +815,10 @@ fn perm_loop(
         busy_until = Instant::now() + spin;
         for ev in events {
             let t0 = Instant::now();
-            s.stats.perm_events.fetch_add(1, Ordering::Relaxed);
             let pid = ev.pid().unsigned_abs();
             if pid == s.self_pid {
-                respond(fan, &ev, true);
+                answer(s, perm, &ev, true);
+                s.stats.allowed_self.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let kind = if ev.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
@@ -726,38 +832,48 @@ fn perm_loop(
                 .and_then(|fd| rustix::fs::fstat(fd).ok())
                 .and_then(|st| read(&s.perm_inodes).get(&(st.st_dev, st.st_ino)).cloned());
             let Some(path) = marked.or_else(|| event_path(&ev)) else {
-                respond(fan, &ev, true);
+                answer(s, perm, &ev, true);
                 continue;
             };
             let Some(group) = snap.policy.classify(&path) else {
                 // A mark left on an inode the policy no longer claims.
-                respond(fan, &ev, true);
+                answer(s, perm, &ev, true);
                 continue;
             };
-            let who = identify_for_decision(pid, group, &snap);
+            let who = identity::for_decision(
+                pid,
+                group,
+                |id| snap.by_id.get(id).cloned(),
+                |i| snap.trust.uids.contains_key(&(group.name.clone(), i)),
+            );
             let cached = who
                 .exe_id
                 .and_then(|id| lock(&s.exe_cache).get(&id).copied());
             let verdict = decide(s.self_pid, kind, group, &who, &snap.trust, cached);
             match verdict {
-                Verdict::Allow { alert } => {
-                    respond(fan, &ev, true);
-                    s.stats.allowed.fetch_add(1, Ordering::Relaxed);
+                Verdict::Allow { alert: None } => {
+                    answer(s, perm, &ev, true);
                     s.stats.observe_latency(t0.elapsed().as_micros() as u64);
-                    if let Some((sev, reason)) = alert {
-                        queue_alert(
-                            s,
-                            alerts,
-                            access_alert(group, path, &who, Outcome::Success, sev, &reason, kind),
-                        );
-                    }
+                }
+                Verdict::Allow {
+                    alert: Some((sev, reason)),
+                } => {
+                    // Allowed, but reported: read the opener's full identity while it still
+                    // waits for the answer (procfs only), then answer.
+                    let who = identity::complete(&who);
+                    answer(s, perm, &ev, true);
+                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
+                    queue_alert(
+                        s,
+                        alerts,
+                        access_alert(group, path, &who, Outcome::Success, sev, &reason, kind),
+                    );
                 }
                 Verdict::Deny { severity, reason } => {
                     // The opener is blocked until answered, so this is the one moment its
                     // identity is certain to be readable: take it (procfs only), then answer.
-                    let who = full_identity(&who);
-                    respond(fan, &ev, false);
-                    s.stats.denied.fetch_add(1, Ordering::Relaxed);
+                    let who = identity::complete(&who);
+                    answer(s, perm, &ev, false);
                     s.stats.observe_latency(t0.elapsed().as_micros() as u64);
                     queue_alert(
                         s,
@@ -781,60 +897,19 @@ fn perm_loop(
                         Pending {
                             event: ev,
                             since: t0,
+                            audit_mode: group.access.mode == AccessMode::Audit,
                         },
                     );
                     if hash.try_send(job).is_err() {
                         // The hasher is saturated: this is a stall.
                         if let Some(p) = lock(&s.pending).remove(&fd) {
-                            answer_stalled(s, fan, alerts, p, on_stall);
+                            answer_stalled(s, perm, alerts, p, on_stall);
                         }
                     }
                 }
             }
         }
     }
-}
-
-/// Read only what deciding on `group` needs: the executable's identity (one `statx`; a
-/// trusted inode names its path without a `readlink`), and the uids and parent executable
-/// only when a candidate allow rule constrains them.
-fn identify_for_decision(pid: u32, group: &Group, snap: &Snapshot) -> Identity {
-    let exe_id = crate::proc::exe_id(pid);
-    let exe = exe_id
-        .and_then(|id| snap.by_id.get(&id).cloned())
-        .or_else(|| crate::proc::exe_path(pid));
-    let mut who = Identity {
-        info: ProcessInfo {
-            pid,
-            exe,
-            ..ProcessInfo::default()
-        },
-        exe_id,
-        parent_exe: None,
-    };
-    let exe = who.info.exe.clone().unwrap_or_default();
-    let candidates = || {
-        group
-            .access
-            .allow
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.exe == exe)
-    };
-    let need_uid =
-        candidates().any(|(i, _)| snap.trust.uids.contains_key(&(group.name.clone(), i)));
-    let need_parent = snap.needs_parent && candidates().any(|(_, r)| r.parent_exe.is_some());
-    if need_uid || need_parent {
-        if let Some((uid, euid, ppid)) = crate::proc::status_ids(pid) {
-            who.info.uid = uid;
-            who.info.euid = euid;
-            who.info.ppid = ppid;
-            if need_parent && ppid > 0 {
-                who.parent_exe = crate::proc::exe_path(ppid);
-            }
-        }
-    }
-    who
 }
 
 fn queue_alert(s: &Shared, alerts: &SyncSender<Box<Alert>>, a: Alert) {
@@ -848,7 +923,7 @@ fn queue_alert(s: &Shared, alerts: &SyncSender<Box<Alert>>, a: Alert) {
 
 fn expire_pending(
     s: &Shared,
-    fan: &Fanotify,
+    perm: &PermGroup,
     alerts: &SyncSender<Box<Alert>>,
     on_stall: OnStall,
     stall: Duration,
@@ -863,23 +938,25 @@ fn expire_pending(
         old.into_iter().filter_map(|k| p.remove(&k)).collect()
     };
     for p in expired {
-        answer_stalled(s, fan, alerts, p, on_stall);
+        answer_stalled(s, perm, alerts, p, on_stall);
     }
 }
 
 fn answer_stalled(
     s: &Shared,
-    fan: &Fanotify,
+    perm: &PermGroup,
     alerts: &SyncSender<Box<Alert>>,
     p: Pending,
     on_stall: OnStall,
 ) {
-    respond(fan, &p.event, on_stall == OnStall::Allow);
+    // Audit mode never refuses an open, stalled or not.
+    let allow = p.audit_mode || on_stall == OnStall::Allow;
+    answer(s, perm, &p.event, allow);
     s.stats.stalled.fetch_add(1, Ordering::Relaxed);
     let mut a = Alert::new(Kind::Health, Severity::Medium);
     a.rule = Some("decision-stalled".into());
     a.path = event_path(&p.event);
-    a.outcome = Some(if on_stall == OnStall::Allow {
+    a.outcome = Some(if allow {
         Outcome::Success
     } else {
         Outcome::Denied
@@ -887,25 +964,39 @@ fn answer_stalled(
     a.detail.insert(
         "message".into(),
         format!(
-            "no decision within {} ms; answered {:?} (on_stall)",
+            "no decision within {} ms; answered {}{}",
             p.since.elapsed().as_millis(),
-            on_stall
+            if allow { "allow" } else { "deny" },
+            if p.audit_mode {
+                " (audit mode)"
+            } else {
+                " (on_stall)"
+            }
         )
-        .to_lowercase()
         .into(),
     );
     queue_alert(s, alerts, a);
 }
 
-fn answer_all_pending(s: &Shared, fan: &Fanotify, on_stall: OnStall) {
+fn answer_all_pending(s: &Shared, perm: &PermGroup, on_stall: OnStall) {
     let all: Vec<Pending> = lock(&s.pending).drain().map(|(_, v)| v).collect();
     for p in all {
-        respond(fan, &p.event, on_stall == OnStall::Allow);
+        answer(
+            s,
+            perm,
+            &p.event,
+            p.audit_mode || on_stall == OnStall::Allow,
+        );
     }
 }
 
 /// Hash executables whose inode the trust table has not seen, then finish the decision.
-fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: Receiver<HashJob>) {
+fn hash_loop(
+    s: &Shared,
+    perm: &PermGroup,
+    alerts: &SyncSender<Box<Alert>>,
+    jobs: Receiver<HashJob>,
+) {
     while let Ok(job) = jobs.recv() {
         let pid = job.who.info.pid;
         let hashed = std::fs::File::open(format!("/proc/{pid}/exe"))
@@ -920,35 +1011,35 @@ fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: 
         };
         let snap = read(&s.snap).clone();
         let Some(group) = snap.policy.group(&job.group) else {
-            respond(fan, &p.event, true);
+            answer(s, perm, &p.event, true);
             continue;
         };
         // No hash (the process exited, or the binary changed under us) → judged as unknown.
         let h = hashed.map(|(_, h)| h).unwrap_or([0; 32]);
         match decide(s.self_pid, job.kind, group, &job.who, &snap.trust, Some(h)) {
-            Verdict::Allow { alert } => {
-                respond(fan, &p.event, true);
-                s.stats.allowed.fetch_add(1, Ordering::Relaxed);
-                if let Some((sev, reason)) = alert {
-                    queue_alert(
-                        s,
-                        alerts,
-                        access_alert(
-                            group,
-                            job.path,
-                            &job.who,
-                            Outcome::Success,
-                            sev,
-                            &reason,
-                            job.kind,
-                        ),
-                    );
-                }
+            Verdict::Allow { alert: None } => answer(s, perm, &p.event, true),
+            Verdict::Allow {
+                alert: Some((sev, reason)),
+            } => {
+                let who = identity::complete(&job.who);
+                answer(s, perm, &p.event, true);
+                queue_alert(
+                    s,
+                    alerts,
+                    access_alert(
+                        group,
+                        job.path,
+                        &who,
+                        Outcome::Success,
+                        sev,
+                        &reason,
+                        job.kind,
+                    ),
+                );
             }
             Verdict::Deny { severity, reason } => {
-                let who = full_identity(&job.who);
-                respond(fan, &p.event, false);
-                s.stats.denied.fetch_add(1, Ordering::Relaxed);
+                let who = identity::complete(&job.who);
+                answer(s, perm, &p.event, false);
                 queue_alert(
                     s,
                     alerts,
@@ -963,14 +1054,14 @@ fn hash_loop(s: &Shared, fan: &Fanotify, alerts: &SyncSender<Box<Alert>>, jobs: 
                     ),
                 );
             }
-            Verdict::NeedExeHash => respond(fan, &p.event, false),
+            Verdict::NeedExeHash => answer(s, perm, &p.event, p.audit_mode),
         }
         s.stats
             .observe_latency(p.since.elapsed().as_micros() as u64);
     }
 }
 
-/// The notification thread: map events to paths, answer audit-mode opens, queue the rest.
+/// The notification thread: map events to paths, identify who caused them, queue them.
 fn notify_loop(
     s: &Shared,
     fan: &Fanotify,
@@ -984,7 +1075,7 @@ fn notify_loop(
     };
     let mut buf = vec![0u8; 256 * 1024];
     let mut overflowed = false;
-    let mut last_who: Option<(i32, Instant, ProcessInfo)> = None;
+    let mut who_of = identity::Notify::default();
     while !s.stop.load(Ordering::Relaxed) {
         if overflowed && work.try_send(Work::Rescan("queue overflow")).is_ok() {
             overflowed = false;
@@ -1002,12 +1093,12 @@ fn notify_loop(
                 continue;
             }
         };
-        let (events, bad) = fanotify::parse(&buf[..n]);
+        let (events, bad) = fanotify::parse_owned(&buf[..n]);
         if let Some(b) = bad {
             tracing::error!("malformed fanotify event: {}", b.0);
         }
         let snap = read(&s.snap).clone();
-        for ev in events {
+        for mut ev in events {
             s.stats.notify_events.fetch_add(1, Ordering::Relaxed);
             if ev.mask & libc::FAN_Q_OVERFLOW != 0 {
                 s.stats.overflows.fetch_add(1, Ordering::Relaxed);
@@ -1036,52 +1127,8 @@ fn notify_loop(
                     continue;
                 }
             }
-            let who = if ev.pid > 0 {
-                match &last_who {
-                    Some((p, t, info))
-                        if *p == ev.pid && t.elapsed() < Duration::from_millis(100) =>
-                    {
-                        Some(info.clone())
-                    }
-                    _ => {
-                        let mut info = identify(ev.pid.unsigned_abs()).info;
-                        info.user = user_name(info.uid);
-                        last_who = Some((ev.pid, Instant::now(), info.clone()));
-                        Some(info)
-                    }
-                }
-            } else {
-                None
-            };
-            if ev.mask & libc::FAN_OPEN != 0 {
-                if let (Some(g), Some(info)) = (group, &who) {
-                    if g.access.mode == AccessMode::Audit {
-                        let id = identify(info.pid);
-                        let cached = id.exe_id.and_then(|i| lock(&s.exe_cache).get(&i).copied());
-                        if let Verdict::Allow {
-                            alert: Some((sev, reason)),
-                        } = decide(s.self_pid, OpenKind::Open, g, &id, &snap.trust, cached)
-                        {
-                            queue_alert(
-                                s,
-                                alerts,
-                                access_alert(
-                                    g,
-                                    path.clone(),
-                                    &id,
-                                    Outcome::Success,
-                                    sev,
-                                    &reason,
-                                    OpenKind::Open,
-                                ),
-                            );
-                        }
-                    }
-                }
-                if ev.mask == libc::FAN_OPEN {
-                    continue;
-                }
-            }
+            let who = (ev.pid > 0)
+                .then(|| who_of.who(ev.pid.unsigned_abs(), std::mem::take(&mut ev.pidfd)));
             s.stats.queued.fetch_add(1, Ordering::Relaxed);
             if work
                 .try_send(Work::Touch {
@@ -1155,7 +1202,7 @@ struct Applied {
 struct Checker {
     shared: Arc<Shared>,
     root: Arc<Root>,
-    perm: Arc<Fanotify>,
+    perm: Arc<PermGroup>,
     notify: Arc<Fanotify>,
     store: Store,
     cfg: Config,
@@ -1163,15 +1210,35 @@ struct Checker {
     /// Last observed state of paths that differ from the baseline (`None`: absent while the
     /// baseline has it). A path not here is as baselined.
     drift: HashMap<Vec<u8>, Option<Entry>>,
-    /// Coalescing: path → (first event, last event, masks, who).
+    /// Coalescing: path → its events since the last check.
     pending: HashMap<Vec<u8>, Touch>,
-    /// New kernel-audit targets after a reload.
+    /// Arrival order of pending paths.
+    next_seq: u64,
+    /// New kernel-audit targets (after a reload, and whenever the marked files change).
     audit: Option<SyncSender<Vec<super::audit::Target>>>,
+    /// The marked files changed since the audit targets were last sent.
+    audit_dirty: bool,
+    audit_sent: Instant,
     /// The trusted content store (`--store`).
     objects: Option<crate::store::objects::ObjectStore>,
     /// Recent automatic restores per path (rate limit).
     restores: HashMap<Vec<u8>, RestoreLog>,
+    /// Owner and group names for alert details.
+    names: Names,
+    /// What was last reported per drifted path, as persisted for the next run.
+    reported: HashMap<Vec<u8>, Reported>,
+    /// `reported` was loaded from an earlier run (so `reconciled` can say what it knew).
+    reported_known: bool,
+    reported_path: PathBuf,
+    reported_dirty: bool,
+    reported_saved: Instant,
 }
+
+/// The audit targets follow the marks at most this often (a burst of creations is one
+/// update).
+const AUDIT_UPDATE_EVERY: Duration = Duration::from_millis(50);
+/// The reported state is written at most this often while changes come.
+const REPORTED_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct RestoreLog {
@@ -1199,13 +1266,6 @@ fn warn_restore_without_store(policy: &CompiledPolicy, have_store: bool) {
             );
         }
     }
-}
-
-struct Touch {
-    first: Instant,
-    last: Instant,
-    mask: u64,
-    who: Option<ProcessInfo>,
 }
 
 /// Re-check a file still being written at most this often.
@@ -1252,7 +1312,7 @@ impl Checker {
             }
         }
         for p in &failed {
-            new.remove(p);
+            let _ = new.remove(p);
         }
         let failures = failed.len();
         let stale: Vec<(Vec<u8>, Marks)> = read(&self.shared.watched)
@@ -1269,11 +1329,14 @@ impl Checker {
         *write(&self.shared.watched) = new;
         *write(&self.shared.perm_inodes) = perm_inodes;
         self.count_marks();
+        self.audit_dirty = true;
         Ok(())
     }
 
     /// Mark one path (a new or replaced entry) and index it.
-    fn mark_one(&self, path: &[u8], to: Marks) -> std::io::Result<()> {
+    fn mark_one(&mut self, path: &[u8], to: Marks) -> std::io::Result<()> {
+        // The kernel-audit rules follow the marked files.
+        self.audit_dirty = true;
         let from = read(&self.shared.watched).marks(path);
         let applied = self.apply_marks(path, from, to)?;
         let mut w = write(&self.shared.watched);
@@ -1370,7 +1433,7 @@ impl Checker {
         }
         let io = |e: nix::Error| std::io::Error::from_raw_os_error(e as i32);
         move_mask(&self.notify, fd.as_fd(), from.notify, to.notify).map_err(io)?;
-        move_mask(&self.perm, fd.as_fd(), from.perm, to.perm).map_err(io)?;
+        move_mask(&self.perm.fan, fd.as_fd(), from.perm, to.perm).map_err(io)?;
         let handle = if to.notify != 0 {
             Some(fanotify::handle_of(fd.as_fd())?)
         } else {
@@ -1442,7 +1505,8 @@ impl Checker {
 
     /// Compare the live state with the baseline. With `report`, every difference is a
     /// `reconciled` alert (and restoring groups are put back); without, only the drift state
-    /// is recomputed (after a reload).
+    /// is recomputed (after a reload). A `reconciled` alert says whether an earlier run
+    /// already reported that very state (`detail.already_reported`), when that is known.
     fn reconcile(&mut self, report: bool) -> Result<usize> {
         use crate::baseline::check::{compare, Finding, Outcome as CmpOutcome};
         let snap = self.snap();
@@ -1472,8 +1536,21 @@ impl Checker {
             Ok(())
         })?;
         self.drift.clear();
+        let mut before = std::mem::take(&mut self.reported);
+        self.reported_dirty = true;
+        let known = std::mem::replace(&mut self.reported_known, true) && report;
+        let now = crate::alert::record::now_ts();
         let n = findings.len();
         for f in findings {
+            let compare_set = snap
+                .policy
+                .group(&f.group)
+                .map_or_else(crate::policy::CompareSet::default_set, |g| g.compare);
+            let state = f
+                .live
+                .as_deref()
+                .map(|l| reported::fingerprint(l, compare_set));
+            let earlier = before.remove(&f.path).filter(|r| r.state == state);
             if report {
                 let mut a = Alert::new(Kind::Reconciled, f.severity);
                 a.path = Some(f.path.clone());
@@ -1481,7 +1558,22 @@ impl Checker {
                 a.class = Some(f.class);
                 a.changes = f.changes.iter().map(|c| c.as_str()).collect();
                 a.detail.insert("status".into(), f.status.as_str().into());
-                hash_detail(&mut a, f.base.as_deref(), f.live.as_deref());
+                if known {
+                    a.detail
+                        .insert("already_reported".into(), earlier.is_some().into());
+                    if let Some(r) = &earlier {
+                        a.detail.insert("reported_at".into(), r.ts.clone().into());
+                    }
+                }
+                let changed: Vec<crate::policy::Attr> = f.changes.clone();
+                let whole = matches!(f.status, Status::Added | Status::Removed);
+                super::detail::describe(
+                    &mut a,
+                    f.base.as_deref(),
+                    f.live.as_deref(),
+                    (!whole).then_some(changed.as_slice()),
+                    &mut self.names,
+                );
                 let _ = self.alert.send(Box::new(a));
                 // Changed while no daemon watched, in a group that restores: put it back.
                 if let (Some(b), Some(g)) = (f.base.as_deref(), snap.policy.group(&f.group)) {
@@ -1494,9 +1586,69 @@ impl Checker {
                     }
                 }
             }
+            self.reported.insert(
+                f.path.clone(),
+                earlier.unwrap_or(Reported {
+                    state,
+                    ts: now.clone(),
+                }),
+            );
             self.drift.insert(f.path, f.live.map(|b| *b));
         }
+        // Reported as drifted by an earlier run, as baselined now: put back while down.
+        if known {
+            let mut back: Vec<Vec<u8>> = before.into_keys().collect();
+            back.sort();
+            for path in back {
+                let Some(g) = snap.policy.classify(&path) else {
+                    continue;
+                };
+                let mut a = Alert::new(Kind::Reconciled, Severity::Low);
+                a.path = Some(path);
+                a.group = Some(g.name.clone());
+                a.class = Some(g.class);
+                a.detail.insert("status".into(), "as_baseline".into());
+                a.detail.insert("already_reported".into(), false.into());
+                a.detail.insert(
+                    "message".into(),
+                    "an earlier run reported this path changed; it is back as baselined".into(),
+                );
+                let _ = self.alert.send(Box::new(a));
+            }
+        }
         Ok(n)
+    }
+
+    /// Record that `path` was last observed as `live` (it differs from the baseline), or,
+    /// with `None` for `live` and `same_as_base`, that it is as baselined again.
+    fn set_drift(&mut self, path: &[u8], live: Option<Entry>, g: &Group, same_as_base: bool) {
+        self.reported_dirty = true;
+        if same_as_base {
+            self.drift.remove(path);
+            self.reported.remove(path);
+            return;
+        }
+        let state = live.as_ref().map(|l| reported::fingerprint(l, g.compare));
+        self.reported.insert(
+            path.to_vec(),
+            Reported {
+                state,
+                ts: crate::alert::record::now_ts(),
+            },
+        );
+        self.drift.insert(path.to_vec(), live);
+    }
+
+    /// Persist what was reported (debounced while running; always at a clean stop).
+    fn save_reported(&mut self) {
+        if !self.reported_dirty {
+            return;
+        }
+        self.reported_dirty = false;
+        self.reported_saved = Instant::now();
+        if let Err(e) = reported::save(&self.reported_path, &self.reported) {
+            tracing::warn!("{e}");
+        }
     }
 
     fn run(&mut self, work: Receiver<Work>) {
@@ -1510,6 +1662,11 @@ impl Checker {
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
+            let wait = if self.audit_dirty || self.reported_dirty {
+                wait.min(AUDIT_UPDATE_EVERY)
+            } else {
+                wait
+            };
             match work.recv_timeout(wait) {
                 Ok(w) => {
                     self.take(w);
@@ -1522,6 +1679,24 @@ impl Checker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.check_due();
+            if self.audit_dirty && self.audit_sent.elapsed() >= AUDIT_UPDATE_EVERY {
+                self.send_audit_targets();
+            }
+            if self.reported_dirty && self.reported_saved.elapsed() >= REPORTED_SAVE_EVERY {
+                self.save_reported();
+            }
+        }
+    }
+
+    /// Hand the audit thread the current set of marked files (rules follow the marks).
+    fn send_audit_targets(&mut self) {
+        self.audit_dirty = false;
+        self.audit_sent = Instant::now();
+        if let Some(a) = &self.audit {
+            if a.try_send(audit_targets(self)).is_err() {
+                // The audit thread is behind; try again at the next round.
+                self.audit_dirty = true;
+            }
         }
     }
 
@@ -1540,32 +1715,33 @@ impl Checker {
             Work::Touch { path, mask, who } => {
                 self.shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 let now = Instant::now();
-                let t = self.pending.entry(path).or_insert(Touch {
-                    first: now,
-                    last: now,
-                    mask: 0,
-                    who: None,
-                });
-                t.last = now;
-                t.mask |= mask;
-                if who.is_some() {
-                    t.who = who.map(|b| *b);
+                let seq = self.next_seq;
+                let t = self
+                    .pending
+                    .entry(path)
+                    .or_insert_with(|| Touch::new(seq, now));
+                if t.seq == seq {
+                    self.next_seq += 1;
                 }
+                t.add(now, mask, who.map(|b| *b));
             }
             Work::Rescan(why) => self.rescan(why),
             Work::Reload => self.reload(),
         }
     }
 
+    /// Check every path whose events have settled, in the order their first events came:
+    /// what happened first is reported first.
     fn check_due(&mut self) {
         let now = Instant::now();
-        let due: Vec<Vec<u8>> = self
+        let mut due: Vec<(u64, Vec<u8>)> = self
             .pending
             .iter()
             .filter(|(_, t)| self.due(t) <= now)
-            .map(|(p, _)| p.clone())
+            .map(|(p, t)| (t.seq, p.clone()))
             .collect();
-        for path in due {
+        due.sort_unstable();
+        for (_, path) in due {
             if let Some(t) = self.pending.remove(&path) {
                 self.check_path(&path, t);
             }
@@ -1582,7 +1758,9 @@ impl Checker {
         }
     }
 
-    /// Capture `path` now and alert if it differs from what was last observed.
+    /// Capture `path` now and alert on what its events and the capture show: every
+    /// creation and deletion the kernel reported (even of a file already gone again), and
+    /// any difference from what was last observed.
     fn check_path(&mut self, path: &[u8], t: Touch) {
         self.shared.stats.checks.fetch_add(1, Ordering::Relaxed);
         let snap = self.snap();
@@ -1612,96 +1790,40 @@ impl Checker {
                 && l.ftype == crate::baseline::entry::FileType::Dir
                 && have == Marks::default()
             {
-                {
-                    // A new directory: its children may predate the mark.
-                    self.rescan_quiet_marks();
-                    self.rescan("a watched directory appeared");
-                }
+                // A new directory: its children may predate the mark.
+                self.rescan_quiet_marks();
+                self.rescan("a watched directory appeared");
             }
-        } else {
-            write(&self.shared.watched).remove(path);
+        } else if write(&self.shared.watched).remove(path) {
+            self.audit_dirty = true;
         }
+        let Some(g) = group else { return };
         let base = self.baseline_entry(path);
         let prev: Option<Entry> = match self.drift.get(path) {
             Some(p) => p.clone(),
             None => base.clone(),
         };
-        let Some(g) = group else { return };
-        let (kind, changes) = match (&prev, &live) {
-            (None, None) => return,
-            (None, Some(_)) => (
-                if t.mask & libc::FAN_MOVED_TO != 0 {
-                    Kind::Renamed
-                } else {
-                    Kind::Created
-                },
-                Vec::new(),
-            ),
-            (Some(_), None) => (
-                if t.mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVE_SELF) != 0 {
-                    Kind::Renamed
-                } else {
-                    Kind::Deleted
-                },
-                Vec::new(),
-            ),
-            (Some(p), Some(l)) => {
-                let changes = diff(p, l, g.compare);
-                if changes.is_empty() {
-                    return;
-                }
-                let content = changes.iter().any(|c| {
-                    matches!(
-                        c,
-                        crate::policy::Attr::Content
-                            | crate::policy::Attr::Size
-                            | crate::policy::Attr::Type
-                            | crate::policy::Attr::LinkTarget
-                    )
-                });
-                let kind = if t.mask & libc::FAN_MOVED_TO != 0 {
-                    Kind::Renamed // something was renamed over it (an atomic replace)
-                } else if content {
-                    Kind::Modified
-                } else {
-                    Kind::Attrib
-                };
-                (kind, changes)
-            }
+        let observed = Observed {
+            path,
+            group: g,
+            base: base.as_ref(),
+            prev: prev.as_ref(),
+            live: live.as_ref(),
         };
-        let status = match (&base, &live) {
-            (None, Some(_)) => Status::Added,
-            (Some(_), None) => Status::Removed,
-            _ => Status::Changed,
-        };
-        let vs_base: Vec<&'static str> = match (&base, &live) {
-            (Some(b), Some(l)) => diff(b, l, g.compare).iter().map(|c| c.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        let sev = match (&prev, &live) {
-            (Some(p), Some(l)) => change_severity(g.class, p, l, &changes),
-            _ => severity(g.class, status, &changes),
-        };
-        let mut a = Alert::new(kind, sev);
-        a.path = Some(path.to_vec());
-        a.group = Some(g.name.clone());
-        a.class = Some(g.class);
-        a.outcome = Some(Outcome::Success);
-        a.process = t.who;
-        a.changes = changes.iter().map(|c| c.as_str()).collect();
-        a.detail
-            .insert("vs_baseline".into(), vs_base.clone().into());
-        if kind == Kind::Renamed {
-            a.detail.insert(
-                "direction".into(),
-                if live.is_some() { "to" } else { "from" }.into(),
-            );
+        let alerts = changes::alerts(&observed, &t, &mut self.names);
+        if alerts.is_empty() && prev.is_some() == live.is_some() {
+            return;
         }
-        hash_detail(&mut a, prev.as_ref(), live.as_ref());
-        let _ = self.alert.send(Box::new(a));
+        for a in alerts {
+            let _ = self.alert.send(Box::new(a));
+        }
+        let vs_base_empty = match (&base, &live) {
+            (Some(b), Some(l)) => diff(b, l, g.compare).is_empty(),
+            _ => false,
+        };
         let differs_from_base = match (&base, &live) {
             (Some(_), None) => true,
-            (Some(_), Some(_)) => !vs_base.is_empty(),
+            (Some(_), Some(_)) => !vs_base_empty,
             _ => false,
         };
         if differs_from_base
@@ -1710,7 +1832,7 @@ impl Checker {
         {
             if let Some(b) = &base {
                 if self.try_restore(path, b, g.compare, g.class, g.name.clone()) {
-                    self.drift.remove(path);
+                    self.set_drift(path, None, g, true);
                     return;
                 }
             }
@@ -1718,14 +1840,10 @@ impl Checker {
         // Update what "last observed" means for this path.
         let same_as_base = match (&base, &live) {
             (None, None) => true,
-            (Some(_), Some(_)) => vs_base.is_empty(),
+            (Some(_), Some(_)) => vs_base_empty,
             _ => false,
         };
-        if same_as_base {
-            self.drift.remove(path);
-        } else {
-            self.drift.insert(path.to_vec(), live);
-        }
+        self.set_drift(path, live, g, same_as_base);
     }
 
     /// Put `path` back as baselined from the trusted store, at a bounded rate. True when it
@@ -1882,16 +2000,9 @@ impl Checker {
         touches.dedup();
         let changed = touches.len();
         for p in touches {
-            let now = Instant::now();
-            self.check_path(
-                &p,
-                Touch {
-                    first: now,
-                    last: now,
-                    mask: 0,
-                    who: None,
-                },
-            );
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.check_path(&p, Touch::new(seq, Instant::now()));
         }
         tracing::info!("rescan ({why}): {changed} entries differ from what was last seen");
     }
@@ -1947,17 +2058,6 @@ impl Checker {
     }
 }
 
-fn hash_detail(a: &mut Alert, before: Option<&Entry>, after: Option<&Entry>) {
-    if let Some(h) = before.and_then(|e| e.hashes) {
-        a.detail
-            .insert("blake3_before".into(), hex::encode(h.blake3).into());
-    }
-    if let Some(h) = after.and_then(|e| e.hashes) {
-        a.detail
-            .insert("blake3_after".into(), hex::encode(h.blake3).into());
-    }
-}
-
 /// The kernel-audit targets: every regular file the policy watches.
 fn audit_targets(c: &Checker) -> Vec<super::audit::Target> {
     let snap = c.snap();
@@ -2007,12 +2107,14 @@ fn start_audit(
     let (s, a) = (shared.clone(), alerts.clone());
     let t = spawn("kmsentry-audit", move || {
         while !s.stop.load(Ordering::Relaxed) {
-            if let Ok(t) = rx.try_recv() {
+            // The latest target set only: a burst of creations sends several.
+            if let Some(t) = rx.try_iter().last() {
                 if let Err(e) = watch.update(&t) {
                     tracing::error!("kernel audit: {e}");
                 }
             }
-            match watch.recv(Duration::from_millis(200)) {
+            // Short: target updates wait for this receive to end.
+            match watch.recv(Duration::from_millis(50)) {
                 Ok(Some(d)) => {
                     let snap = read(&s.snap).clone();
                     let Some(g) = snap.policy.classify(&d.path) else {
@@ -2026,10 +2128,10 @@ fn start_audit(
                     al.group = Some(g.name.clone());
                     al.class = Some(g.class);
                     al.outcome = Some(Outcome::Failure);
+                    // The audit record's own identity (exact, from the refused call); the
+                    // command line is lengthened from /proc only if the kernel cut it.
                     let mut p = d.process.clone();
-                    if p.user.is_none() {
-                        p.user = user_name(p.uid);
-                    }
+                    identity::lengthen_title(&mut p);
                     al.process = Some(p);
                     al.rule = Some("kernel-denied".into());
                     let errno = if d.errno == 1 { "EPERM" } else { "EACCES" };
@@ -2089,16 +2191,20 @@ fn status_json(s: &Shared) -> serde_json::Value {
         buckets.push(serde_json::json!({"le_us": le, "count": l(b)}));
     }
     let rss_kib = rss_kib();
+    // Every answered permission event is either allowed or denied: `events.perm` is their
+    // sum, read once, so the document is consistent however fast events come.
+    let (allowed, denied) = (l(&st.allowed), l(&st.denied));
+    let perm = allowed + denied;
     serde_json::json!({
         "pid": s.self_pid,
         "uptime_s": uptime as u64,
         "marks": {"notify": l(&st.marks_notify), "perm": l(&st.marks_perm)},
         "queue_depth": l(&st.queued),
         "pending_decisions": lock(&s.pending).len(),
-        "events": {"perm": l(&st.perm_events), "notify": l(&st.notify_events)},
-        "events_per_s": {"perm": l(&st.perm_events) as f64 / uptime, "notify": l(&st.notify_events) as f64 / uptime},
-        "decisions": {"allowed": l(&st.allowed), "denied": l(&st.denied), "stalled": l(&st.stalled)},
-        "decisions_per_s": (l(&st.allowed) + l(&st.denied)) as f64 / uptime,
+        "events": {"perm": perm, "notify": l(&st.notify_events)},
+        "events_per_s": {"perm": perm as f64 / uptime, "notify": l(&st.notify_events) as f64 / uptime},
+        "decisions": {"allowed": allowed, "denied": denied, "stalled": l(&st.stalled), "allowed_self": l(&st.allowed_self)},
+        "decisions_per_s": perm as f64 / uptime,
         "decision_latency_us": buckets,
         "checks": l(&st.checks),
         "overflows": l(&st.overflows),

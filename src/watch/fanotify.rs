@@ -1,33 +1,77 @@
 //! The two fanotify groups and the parser for FID-reporting events.
 //!
 //! The permission group (`FAN_CLASS_CONTENT`, `FAN_OPEN_PERM`/`FAN_OPEN_EXEC_PERM`) is
-//! nix's: its events carry an fd and nothing else. The notification group reports
-//! `FAN_REPORT_DFID_NAME | FAN_REPORT_FID`, which nix does not parse; [`parse`] here does,
-//! with safe byte slicing only. The one `unsafe` block of the crate is [`handle_of`]
-//! (`name_to_handle_at`, which no safe crate wraps), so events can be mapped back to the
-//! paths that were marked.
+//! nix's: its events carry an fd and nothing else. It is created with `FAN_ENABLE_AUDIT` where
+//! the kernel allows it, so each denial is answered `FAN_DENY | FAN_AUDIT`: the kernel then
+//! logs an `AUDIT_FANOTIFY` record in the refused call's audit event, which tells the audit
+//! reader that this `EPERM` was ours (one denial, one alert).
+//!
+//! The notification group reports `FAN_REPORT_DFID_NAME | FAN_REPORT_FID` and, where the
+//! kernel has it (5.15+), `FAN_REPORT_PIDFD`: a pidfd of the process that caused the event,
+//! so its `/proc` entry can be checked to still be that process (pids are reused). nix does
+//! not parse these records; [`parse`] here does, with safe byte slicing. The `unsafe` code
+//! is [`handle_of`] (`name_to_handle_at`, which no safe crate wraps) and taking ownership of
+//! a pidfd the kernel installed in this process.
 
-use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+    Response,
+};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// A kernel file handle (type + opaque bytes): how FID records name an inode.
 pub type Handle = Vec<u8>;
 
-/// The permission group.
-pub fn init_perm() -> nix::Result<Fanotify> {
-    Fanotify::init(
-        InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
-        EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
-    )
+/// The permission group and whether its answers may ask for an audit record.
+pub struct PermGroup {
+    pub fan: Fanotify,
+    /// Created with `FAN_ENABLE_AUDIT`: denials are answered `FAN_DENY | FAN_AUDIT`.
+    pub audit: bool,
 }
 
-/// The notification group: directory FID + name, and the object's own FID.
-pub fn init_notify() -> nix::Result<Fanotify> {
+/// The permission group; with `FAN_ENABLE_AUDIT` unless the kernel refuses it (before 4.15,
+/// or without `CAP_AUDIT_WRITE`).
+pub fn init_perm() -> nix::Result<PermGroup> {
+    let flags = InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK;
+    let ev = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
+    let audit = InitFlags::from_bits_retain(libc::FAN_ENABLE_AUDIT);
+    match Fanotify::init(flags | audit, ev) {
+        Ok(fan) => Ok(PermGroup { fan, audit: true }),
+        Err(nix::Error::EINVAL | nix::Error::EPERM) => Ok(PermGroup {
+            fan: Fanotify::init(flags, ev)?,
+            audit: false,
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+impl PermGroup {
+    /// Answer one permission event. A denial asks the kernel for an audit record.
+    pub fn respond(&self, ev: &FanotifyEvent, allow: bool) {
+        let Some(fd) = ev.fd() else { return };
+        let r = match (allow, self.audit) {
+            (true, _) => Response::FAN_ALLOW,
+            (false, false) => Response::FAN_DENY,
+            (false, true) => Response::from_bits_retain(libc::FAN_DENY | libc::FAN_AUDIT),
+        };
+        if let Err(e) = self.fan.write_response(FanotifyResponse::new(fd, r)) {
+            tracing::error!("answering a permission event: {e}");
+        }
+    }
+}
+
+/// The notification group: directory FID + name, the object's own FID, and a pidfd of the
+/// process (when the kernel can; `false` in the second value when it cannot).
+pub fn init_notify() -> nix::Result<(Fanotify, bool)> {
     let report = InitFlags::from_bits_retain(libc::FAN_REPORT_DFID_NAME | libc::FAN_REPORT_FID);
-    Fanotify::init(
-        InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK | report,
-        EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
-    )
+    let flags =
+        InitFlags::FAN_CLASS_NOTIF | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK | report;
+    let ev = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC;
+    match Fanotify::init(flags | InitFlags::FAN_REPORT_PIDFD, ev) {
+        Ok(f) => Ok((f, true)),
+        Err(nix::Error::EINVAL) => Ok((Fanotify::init(flags, ev)?, false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Mark (or with `remove`, unmark) the inode behind `fd` (an `O_PATH` fd the caller
@@ -80,8 +124,25 @@ pub fn handle_of(fd: BorrowedFd<'_>) -> std::io::Result<Handle> {
     Ok(bytes[4..8 + len].to_vec())
 }
 
+/// What the kernel said about the event's process besides its pid.
+#[derive(Debug, Default)]
+pub enum PidRef {
+    /// No pidfd record (the group was created without `FAN_REPORT_PIDFD`).
+    #[default]
+    NotReported,
+    /// A pidfd of the process, now owned here (closed on drop).
+    Fd(OwnedFd),
+    /// `FAN_NOPIDFD`: the process had already exited when the event was read, so the pid
+    /// may already name another process.
+    Exited,
+    /// `FAN_EPIDFD`: the kernel could not create one.
+    Failed,
+    /// A pidfd number seen by [`parse`], which never takes ownership.
+    Number(i32),
+}
+
 /// One parsed notification event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Event {
     pub mask: u64,
     pub pid: i32,
@@ -89,6 +150,7 @@ pub struct Event {
     pub dir: Option<(Handle, Vec<u8>)>,
     /// The object's own handle (`FAN_EVENT_INFO_TYPE_FID`).
     pub fid: Option<Handle>,
+    pub pidfd: PidRef,
 }
 
 /// Why a buffer could not be parsed (the kernel never produces these; a parser that
@@ -111,13 +173,23 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_ne_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// Parse a buffer returned by `read(2)` on the notification group. Stops at the first
-/// malformed event and returns what came before it with the error.
+/// Parse a buffer returned by `read(2)` on the notification group, taking ownership of the
+/// pidfds the kernel installed for its events. Stops at the first malformed event and
+/// returns what came before it with the error.
+pub fn parse_owned(buf: &[u8]) -> (Vec<Event>, Option<Malformed>) {
+    parse_impl(buf, true)
+}
+
+/// [`parse_owned`] without taking ownership of pidfd numbers (tests, fuzzing).
 pub fn parse(buf: &[u8]) -> (Vec<Event>, Option<Malformed>) {
+    parse_impl(buf, false)
+}
+
+fn parse_impl(buf: &[u8], own: bool) -> (Vec<Event>, Option<Malformed>) {
     let mut out = Vec::new();
     let mut off = 0;
     while off < buf.len() {
-        match parse_one(&buf[off..]) {
+        match parse_one(&buf[off..], own) {
             Ok((ev, len)) => {
                 out.push(ev);
                 off += len;
@@ -128,7 +200,7 @@ pub fn parse(buf: &[u8]) -> (Vec<Event>, Option<Malformed>) {
     (out, None)
 }
 
-fn parse_one(b: &[u8]) -> Result<(Event, usize), Malformed> {
+fn parse_one(b: &[u8], own: bool) -> Result<(Event, usize), Malformed> {
     let event_len = u32_at(b, 0).ok_or(Malformed("short metadata"))? as usize;
     let vers = *b.get(4).ok_or(Malformed("short metadata"))?;
     if vers != libc::FANOTIFY_METADATA_VERSION {
@@ -163,11 +235,33 @@ fn parse_one(b: &[u8]) -> Result<(Event, usize), Malformed> {
                 let (h, _) = parse_fid(body)?;
                 ev.dir = Some((h, Vec::new()));
             }
-            _ => {} // pidfd, error, rename records: not requested, skipped
+            libc::FAN_EVENT_INFO_TYPE_PIDFD => {
+                let fd = i32_at(body, 0).ok_or(Malformed("short pidfd record"))?;
+                ev.pidfd = pidref(fd, own);
+            }
+            _ => {} // error, rename records: not requested, skipped
         }
         off += len;
     }
     Ok((ev, event_len))
+}
+
+/// What a pidfd number the kernel wrote into an event becomes. Only [`parse_owned`] takes
+/// ownership; [`parse`] (tests, fuzzing) keeps the number, so garbage input never closes
+/// an fd of this process.
+#[allow(unsafe_code)]
+fn pidref(fd: i32, own: bool) -> PidRef {
+    match fd {
+        libc::FAN_NOPIDFD => PidRef::Exited,
+        n if n < 0 => PidRef::Failed,
+        n if !own => PidRef::Number(n),
+        // SAFETY: with FAN_REPORT_PIDFD the kernel installs a new pidfd in this process for
+        // each event it reports and writes its number here; nothing else knows that number,
+        // so this is its only owner and it is closed exactly once (when the PidRef drops).
+        // `parse_owned` is called once per buffer the kernel filled, so each number is taken
+        // once.
+        n => PidRef::Fd(unsafe { OwnedFd::from_raw_fd(n) }),
+    }
 }
 
 /// `fsid` (8 bytes), then `struct file_handle`. Returns the handle and the bytes after it.

@@ -128,9 +128,14 @@ impl Watched {
     }
 
     /// Forget `path` (its bytes stay in the arena until the next rebuild).
-    pub fn remove(&mut self, path: &[u8]) {
-        if let Ok(i) = self.find(path) {
-            self.entries.remove(i);
+    /// Forget `path`; whether it was there.
+    pub fn remove(&mut self, path: &[u8]) -> bool {
+        match self.find(path) {
+            Ok(i) => {
+                self.entries.remove(i);
+                true
+            }
+            Err(_) => false,
         }
     }
 

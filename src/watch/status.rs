@@ -14,15 +14,36 @@ pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// Default status socket.
 pub const DEFAULT_SOCKET: &str = "/run/kmsentry/status.sock";
 
+/// The status socket while it is served: removed when dropped (a clean stop), unless
+/// something else has been put at that path meanwhile.
+pub struct StatusSocket {
+    path: std::path::PathBuf,
+    inode: Option<(u64, u64)>,
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        let same = std::fs::symlink_metadata(&self.path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        if same.is_some() && same == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Listen on `path` (its directory made 0700, the socket 0600) and answer each connection
-/// with the status document.
-pub fn serve(path: &Path, status: StatusFn) -> Result<std::thread::JoinHandle<()>> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+/// with the status document. A socket left at `path` by a daemon that died is replaced; one
+/// that a live process still answers on is not (the caller holds the instance lock, so that
+/// can only be a daemon that does not take it).
+pub fn serve(path: &Path, status: StatusFn) -> Result<StatusSocket> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     let err = |op: &'static str, e: std::io::Error| {
         Error::io(op, path.as_os_str().as_bytes().to_vec(), e)
     };
     if let Some(dir) = path.parent() {
-        if !dir.exists() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -33,19 +54,27 @@ pub fn serve(path: &Path, status: StatusFn) -> Result<std::thread::JoinHandle<()
     // A stale socket from a previous run (never a regular file or a symlink).
     if let Ok(m) = std::fs::symlink_metadata(path) {
         use std::os::unix::fs::FileTypeExt;
-        if m.file_type().is_socket() {
-            let _ = std::fs::remove_file(path);
-        } else {
+        if !m.file_type().is_socket() {
             return Err(err(
                 "bind status socket",
                 std::io::Error::other("exists and is not a socket"),
             ));
         }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(
+                "bind status socket",
+                std::io::Error::other("a running process still answers on it"),
+            ));
+        }
+        let _ = std::fs::remove_file(path);
     }
     let listener =
         std::os::unix::net::UnixListener::bind(path).map_err(|e| err("bind status socket", e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| err("chmod status socket", e))?;
+    let inode = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
     std::thread::Builder::new()
         .name("kmsentry-status".into())
         .spawn(move || {
@@ -57,7 +86,11 @@ pub fn serve(path: &Path, status: StatusFn) -> Result<std::thread::JoinHandle<()
                 let _ = c.write_all(&body);
             }
         })
-        .map_err(|e| err("start status thread", e))
+        .map_err(|e| err("start status thread", e))?;
+    Ok(StatusSocket {
+        path: path.to_path_buf(),
+        inode,
+    })
 }
 
 /// Ask a running daemon for its status.
@@ -227,12 +260,29 @@ mod tests {
     fn socket_round_trip() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("s/status.sock");
-        let _h = serve(&p, Arc::new(|| serde_json::json!({"pid": 7}))).unwrap();
+        let h = serve(&p, Arc::new(|| serde_json::json!({"pid": 7}))).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
         assert_eq!(query(&p).unwrap()["pid"], 7);
+        // A live listener is never taken over.
+        assert!(serve(&p, Arc::new(|| serde_json::json!({"pid": 8}))).is_err());
+        assert_eq!(query(&p).unwrap()["pid"], 7);
+        // A clean stop removes it.
+        drop(h);
+        assert!(std::fs::symlink_metadata(&p).is_err());
+    }
+
+    #[test]
+    fn a_stale_socket_of_a_dead_daemon_is_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("status.sock");
+        // Bound and closed: the file stays, nobody answers.
+        drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
+        assert!(std::fs::symlink_metadata(&p).is_ok());
+        let _h = serve(&p, Arc::new(|| serde_json::json!({"pid": 9}))).unwrap();
+        assert_eq!(query(&p).unwrap()["pid"], 9);
     }
 }

@@ -13,16 +13,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::netlink::{AUDIT_CWD, AUDIT_EOE, AUDIT_PATH, AUDIT_PROCTITLE, AUDIT_SYSCALL};
+use super::netlink::{
+    AUDIT_CWD, AUDIT_EOE, AUDIT_FANOTIFY, AUDIT_PATH, AUDIT_PROCTITLE, AUDIT_SYSCALL,
+};
 use super::record::{self, Record};
 use super::rule::{self, is_under, EACCES, EPERM};
 use super::{Denial, Target};
-use crate::proc::ProcessInfo;
+use crate::proc::{ProcessInfo, Source};
 
 pub const FLUSH_AFTER: Duration = Duration::from_millis(500);
 const MAX_PENDING: usize = 4096;
 /// `proctitle` is at most 128 bytes from the kernel; this bounds what we keep regardless.
 const MAX_CMDLINE: usize = 4096;
+/// `MAX_PROCTITLE_AUDIT_LEN` in the kernel: the most of a command line a record carries.
+pub const PROCTITLE_MAX: usize = 128;
 const AT_FDCWD: u64 = 0xffff_ff9c;
 
 /// One `PATH` record's facts.
@@ -75,7 +79,17 @@ pub struct Correlator {
     own_pid: u32,
     pending: HashMap<u64, (Instant, Pending)>,
     order: VecDeque<u64>,
+    /// Serials of system calls a fanotify listener denied (an `AUDIT_FANOTIFY` record with
+    /// `resp=2`). Their `EPERM` is that listener's answer, which the listener reports itself:
+    /// the daemon's own enforce denials would otherwise be alerted twice.
+    fanotify_denied: VecDeque<u64>,
 }
+
+/// Serials of fanotify denials remembered (the `SYSCALL` record follows within the same
+/// system call, so a short memory suffices).
+const MAX_FANOTIFY_DENIED: usize = 1024;
+/// `FAN_DENY`, as `resp=` of an `AUDIT_FANOTIFY` record.
+const FAN_DENY: i64 = 2;
 
 impl Correlator {
     pub fn new(key: &str, own_pid: u32) -> Correlator {
@@ -84,6 +98,7 @@ impl Correlator {
             own_pid,
             pending: HashMap::new(),
             order: VecDeque::new(),
+            fanotify_denied: VecDeque::new(),
         }
     }
 
@@ -91,12 +106,31 @@ impl Correlator {
     pub fn feed(&mut self, kind: u16, text: &[u8], now: Instant, r: &Resolver) -> Option<Denial> {
         if !matches!(
             kind,
-            AUDIT_SYSCALL | AUDIT_CWD | AUDIT_PATH | AUDIT_PROCTITLE | AUDIT_EOE
+            AUDIT_SYSCALL | AUDIT_CWD | AUDIT_PATH | AUDIT_PROCTITLE | AUDIT_EOE | AUDIT_FANOTIFY
         ) {
             return None;
         }
         let rec = record::parse(text)?;
+        if kind == AUDIT_FANOTIFY {
+            if rec.num("resp").is_some_and(|r| r & 3 == FAN_DENY) {
+                // Logged during the system call, before its SYSCALL record; drop an event
+                // already opened too, whatever the order.
+                if self.pending.remove(&rec.serial).is_some() {
+                    self.order.retain(|s| *s != rec.serial);
+                }
+                if self.fanotify_denied.len() >= MAX_FANOTIFY_DENIED {
+                    self.fanotify_denied.pop_front();
+                }
+                self.fanotify_denied.push_back(rec.serial);
+            }
+            return None;
+        }
         if kind == AUDIT_SYSCALL {
+            if rec.num("exit") == Some(-i64::from(EPERM))
+                && self.fanotify_denied.contains(&rec.serial)
+            {
+                return None;
+            }
             let p = self.open_event(&rec)?;
             if self.pending.len() >= MAX_PENDING {
                 if let Some(old) = self.order.pop_front() {
@@ -124,6 +158,9 @@ impl Correlator {
             }
             AUDIT_PROCTITLE => {
                 if let Some(mut t) = rec.bytes("proctitle") {
+                    // The kernel copies at most PROCTITLE_MAX bytes of the arguments and
+                    // cannot say whether there were more: a title that long may be cut.
+                    p.process.cmdline_truncated = t.len() >= PROCTITLE_MAX;
                     t.truncate(MAX_CMDLINE);
                     for b in &mut t {
                         if *b == 0 {
@@ -133,7 +170,7 @@ impl Correlator {
                     while t.last() == Some(&b' ') {
                         t.pop();
                     }
-                    p.process.cmdline = t;
+                    p.process.cmdline = (!t.is_empty()).then_some(t);
                 }
             }
             _ => {
@@ -211,14 +248,13 @@ impl Correlator {
                 .then(|| rec.hex_num("a0"))
                 .flatten(),
             process: ProcessInfo {
-                pid,
-                ppid: id("ppid").unwrap_or(0),
+                ppid: id("ppid"),
                 exe: rec.bytes("exe"),
-                comm: rec.bytes("comm").unwrap_or_default(),
-                uid: id("uid").unwrap_or(u32::MAX),
-                euid: id("euid").unwrap_or(u32::MAX),
+                comm: rec.bytes("comm"),
+                uid: id("uid"),
+                euid: id("euid"),
                 auid: id("auid").filter(|&a| a != u32::MAX),
-                ..ProcessInfo::default()
+                ..ProcessInfo::pid_only(pid, Source::Audit)
             },
             cwd: None,
             items: Vec::new(),
@@ -342,11 +378,13 @@ mod tests {
         let p = &d.process;
         assert_eq!(
             (p.pid, p.ppid, p.uid, p.euid, p.auid),
-            (200, 100, 65534, 65534, Some(1000))
+            (200, Some(100), Some(65534), Some(65534), Some(1000))
         );
         assert_eq!(p.exe.as_deref(), Some(&b"/usr/bin/cat"[..]));
-        assert_eq!(p.comm, b"cat");
-        assert_eq!(p.cmdline, b"cat /etc/kms/a.key");
+        assert_eq!(p.comm.as_deref(), Some(&b"cat"[..]));
+        assert_eq!(p.cmdline.as_deref(), Some(&b"cat /etc/kms/a.key"[..]));
+        assert!(!p.cmdline_truncated);
+        assert_eq!(p.source, Source::Audit);
         assert!(c.next_deadline().is_none());
     }
 
@@ -366,8 +404,8 @@ mod tests {
         assert_eq!(d[0].path, b"/tmp/kmsentry-audit-WSiM5R/watched.key");
         assert_eq!(d[0].process.auid, None);
         assert_eq!(
-            d[0].process.cmdline,
-            b"cat /tmp/kmsentry-audit-WSiM5R/watched.key"
+            d[0].process.cmdline.as_deref(),
+            Some(&b"cat /tmp/kmsentry-audit-WSiM5R/watched.key"[..])
         );
         assert_eq!(d[0].ts.to_string(), "2026-11-23T11:20:33.809Z");
     }
@@ -457,7 +495,7 @@ mod tests {
         let d = c.expire(t0 + FLUSH_AFTER, &r);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].path, b"/etc/kms/real.key");
-        assert_eq!(d[0].process.cmdline, b"");
+        assert_eq!(d[0].process.cmdline, None);
     }
 
     #[test]
@@ -501,6 +539,69 @@ mod tests {
             ],
         );
         assert_eq!(d[0].path, b"keys/../a.key");
+    }
+
+    #[test]
+    fn an_eperm_that_a_fanotify_listener_answered_is_not_a_kernel_denial() {
+        let s = std::str::from_utf8(SYSCALL)
+            .unwrap()
+            .replace("exit=-13", "exit=-1");
+        let fan: &[u8] = b"audit(1700000000.250:77): resp=2 fan_type=0 fan_info=0 subj_uid=0 subj_gid=0 obj_uid=0 obj_gid=0";
+        let allowed: &[u8] = b"audit(1700000000.250:77): resp=1 fan_type=0 fan_info=0";
+        let r = Resolver::default();
+        // FANOTIFY first (as the kernel logs it), or after the SYSCALL record: dropped either way.
+        for order in [
+            vec![(AUDIT_FANOTIFY, fan), (AUDIT_SYSCALL, s.as_bytes())],
+            vec![(AUDIT_SYSCALL, s.as_bytes()), (AUDIT_FANOTIFY, fan)],
+        ] {
+            let mut c = Correlator::new("kmsentry-1", 1);
+            let mut recs = order;
+            recs.extend([(AUDIT_CWD, CWD), (AUDIT_PATH, PATH), (AUDIT_EOE, EOE)]);
+            assert!(feed_all(&mut c, &r, &recs).is_empty());
+            assert!(c.expire(Instant::now() + FLUSH_AFTER, &r).is_empty());
+        }
+        // An allow answer, or a denial with another serial, does not hide a kernel EPERM.
+        let mut c = Correlator::new("kmsentry-1", 1);
+        let other: &[u8] = b"audit(1700000000.250:78): resp=2 fan_type=0";
+        let d = feed_all(
+            &mut c,
+            &r,
+            &[
+                (AUDIT_FANOTIFY, allowed),
+                (AUDIT_FANOTIFY, other),
+                (AUDIT_SYSCALL, s.as_bytes()),
+                (AUDIT_CWD, CWD),
+                (AUDIT_PATH, PATH),
+                (AUDIT_EOE, EOE),
+            ],
+        );
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].errno, EPERM);
+    }
+
+    #[test]
+    fn a_title_of_the_kernels_full_length_is_flagged_as_possibly_cut() {
+        let title = format!(
+            "audit(1700000000.250:77): proctitle={}",
+            hex::encode_upper(vec![b'x'; PROCTITLE_MAX])
+        );
+        let mut c = Correlator::new("kmsentry-1", 1);
+        let d = feed_all(
+            &mut c,
+            &Resolver::default(),
+            &[
+                (AUDIT_SYSCALL, SYSCALL),
+                (AUDIT_CWD, CWD),
+                (AUDIT_PATH, PATH),
+                (AUDIT_PROCTITLE, title.as_bytes()),
+                (AUDIT_EOE, EOE),
+            ],
+        );
+        assert!(d[0].process.cmdline_truncated);
+        assert_eq!(
+            d[0].process.cmdline.as_ref().map(Vec::len),
+            Some(PROCTITLE_MAX)
+        );
     }
 
     #[test]

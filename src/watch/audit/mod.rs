@@ -3,7 +3,7 @@
 //! fanotify sees an open only once the kernel's own permission checks have passed, so a
 //! non-root user failing to read a root-owned 0600 key is invisible to it. The audit subsystem
 //! sees it: [`AuditWatch`] installs narrow exit rules (open-family syscalls, `exit=-EACCES` or
-//! `exit=-EPERM`, `path=`/`dir=` per [`Target`], key `kmsentry-<pid>`), reads records from the
+//! `exit=-EPERM`, `path=`/`dir=` per [`Target`], key `kmsentry-<pid>-<start>`), reads records from the
 //! read-only multicast group (so auditd, if any, keeps its own connection), and joins each
 //! event's records into a [`Denial`].
 //!
@@ -50,8 +50,9 @@ pub struct Denial {
     pub syscall: &'static str,
     /// `EACCES` (13) or `EPERM` (1).
     pub errno: i32,
-    /// pid, ppid, uid, euid, auid, exe, comm and cmdline from the records. `start_time` is 0
-    /// and `user` is `None`: audit does not carry them (the process has usually exited).
+    /// pid, ppid, uid, euid, auid, exe, comm and cmdline from the records (`None` where the
+    /// records lack one). `start_time` and `user` are `None`: audit does not carry them (the
+    /// process has usually exited); the daemon fills in `user`.
     pub process: ProcessInfo,
 }
 
@@ -76,7 +77,8 @@ pub enum Unavailable {
     },
 }
 
-/// Installed rules and the multicast reader. One per process: the key is `kmsentry-<pid>`.
+/// Installed rules and the multicast reader. One per process: the key is
+/// `kmsentry-<pid>-<start time>`.
 pub struct AuditWatch {
     control: netlink::Control,
     reader: netlink::Reader,
@@ -100,7 +102,7 @@ impl AuditWatch {
     /// Removes stale `kmsentry-` rules, installs rules for `targets` and starts reading.
     /// Targets whose directory does not exist are skipped (see [`AuditWatch::skipped`]).
     pub fn start(targets: &[Target]) -> std::result::Result<AuditWatch, Unavailable> {
-        AuditWatch::start_with_key(targets, &format!("{KEY_PREFIX}{}", std::process::id()))
+        AuditWatch::start_with_key(targets, &own_key())
     }
 
     /// [`AuditWatch::start`] with a given rule key. Tests use it to leave rules behind as a
@@ -220,7 +222,7 @@ impl AuditWatch {
         }
     }
 
-    /// The rule key, `kmsentry-<pid>`.
+    /// The rule key, `kmsentry-<pid>-<start time>`.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -307,7 +309,7 @@ impl AuditWatch {
         Ok(())
     }
 
-    /// Deletes rules keyed `kmsentry-<pid>` whose process is gone, is not this program, or is
+    /// Deletes rules keyed `kmsentry-<pid>[-<start>]` whose process is gone (see [`is_stale`]), or is
     /// this very process (an earlier watch in it that was leaked).
     fn remove_stale(&mut self) -> io::Result<()> {
         let own_exe = std::fs::read_link("/proc/self/exe").ok();
@@ -330,28 +332,58 @@ impl AuditWatch {
     }
 }
 
-fn is_stale(key: &[u8], own_exe: Option<&std::path::Path>) -> bool {
-    let Some(rest) = key.strip_prefix(KEY_PREFIX.as_bytes()) else {
-        return false;
+/// This process's rule key: `kmsentry-<pid>-<start time>`. The start time makes the key name
+/// one process for its whole life, so a later instance can tell exactly whether the process
+/// that installed a rule is still alive (a pid alone is reused).
+fn own_key() -> String {
+    let pid = std::process::id();
+    match crate::proc::start_time(pid) {
+        Some(start) => format!("{KEY_PREFIX}{pid}-{start}"),
+        None => format!("{KEY_PREFIX}{pid}"),
+    }
+}
+
+/// `kmsentry-<pid>[-<start time>]` → (pid, start time).
+fn parse_key(key: &[u8]) -> Option<(u32, Option<u64>)> {
+    let rest = key.strip_prefix(KEY_PREFIX.as_bytes())?;
+    let text = std::str::from_utf8(rest).ok()?;
+    let (pid, start) = match text.split_once('-') {
+        Some((p, s)) => (p, Some(s.parse::<u64>().ok()?)),
+        None => (text, None),
     };
-    let digits: Vec<u8> = rest
-        .iter()
-        .copied()
-        .take_while(u8::is_ascii_digit)
-        .collect();
-    let Some(pid) = std::str::from_utf8(&digits)
-        .ok()
-        .and_then(|s| s.parse::<u32>().ok())
-    else {
+    Some((pid.parse::<u32>().ok()?, start))
+}
+
+/// Whether a rule keyed `key` was left by a process that is gone. With a start time in the
+/// key that is exact; an older key (`kmsentry-<pid>`) is judged by the program running
+/// under that pid, keeping the rules of any live kmsentry (or a test binary of it).
+fn is_stale(key: &[u8], own_exe: Option<&std::path::Path>) -> bool {
+    if !key.starts_with(KEY_PREFIX.as_bytes()) {
+        return false;
+    }
+    let Some((pid, start)) = parse_key(key) else {
         return true;
     };
     if pid == std::process::id() {
+        // An earlier watch in this very process, leaked.
         return true;
     }
+    if let Some(start) = start {
+        return crate::proc::start_time(pid) != Some(start);
+    }
     match std::fs::read_link(format!("/proc/{pid}/exe")) {
-        Ok(exe) => !same_program(&exe, own_exe),
+        Ok(exe) => !same_program(&exe, own_exe) && !is_test_binary(&exe),
         Err(_) => true,
     }
+}
+
+/// A cargo test binary (`NAME-<16 hex digits>`), whatever its name: such a process's old-style
+/// rules belong to a test run still in progress.
+fn is_test_binary(exe: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    exe.file_name()
+        .map(|n| program_name(n.as_bytes()).len() != n.as_bytes().len())
+        .unwrap_or(false)
 }
 
 /// Whether a live process's exe is a kmsentry (this binary, another build of it, or a binary
@@ -431,15 +463,6 @@ pub fn kernel_status() -> Result<Status> {
         .map_err(|e| Error::io("read kernel audit status", b"audit netlink".to_vec(), e))
 }
 
-/// Sets the kernel's audit `enabled` flag (0 or 1). Tests use it to check that a watch
-/// started with audit off turns it on and back off.
-#[doc(hidden)]
-pub fn set_kernel_enabled(enabled: u32) -> Result<()> {
-    netlink::Control::open()
-        .and_then(|mut c| c.set_enabled(enabled))
-        .map_err(|e| Error::io("set kernel audit enabled", b"audit netlink".to_vec(), e))
-}
-
 /// The key and path of every kernel audit rule (needs `CAP_AUDIT_CONTROL`).
 pub fn installed_rules() -> Result<Vec<RuleSummary>> {
     let list = netlink::Control::open()
@@ -458,6 +481,7 @@ mod tests {
         let own = own.as_deref();
         assert!(is_stale(b"kmsentry-999999999", own));
         assert!(is_stale(b"kmsentry-", own));
+        assert!(is_stale(b"kmsentry-12-x", own));
         assert!(is_stale(
             format!("kmsentry-{}", std::process::id()).as_bytes(),
             own
@@ -465,6 +489,16 @@ mod tests {
         assert!(!is_stale(b"other-1", own));
         // pid 1 is alive and is not this program
         assert!(is_stale(b"kmsentry-1", own));
+        // With a start time: alive exactly when that process is.
+        let start1 = crate::proc::start_time(1).unwrap();
+        assert!(!is_stale(format!("kmsentry-1-{start1}").as_bytes(), own));
+        assert!(is_stale(
+            format!("kmsentry-1-{}", start1 + 1).as_bytes(),
+            own
+        ));
+        assert!(own_key().starts_with(&format!("kmsentry-{}-", std::process::id())));
+        assert_eq!(parse_key(b"kmsentry-42-77"), Some((42, Some(77))));
+        assert_eq!(parse_key(b"kmsentry-42"), Some((42, None)));
     }
 
     #[test]

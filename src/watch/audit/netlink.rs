@@ -26,6 +26,8 @@ pub const AUDIT_PATH: u16 = 1302;
 pub const AUDIT_CWD: u16 = 1307;
 pub const AUDIT_EOE: u16 = 1320;
 pub const AUDIT_PROCTITLE: u16 = 1327;
+/// A fanotify listener's answer, logged because it asked (`FAN_AUDIT`).
+pub const AUDIT_FANOTIFY: u16 = 1331;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
