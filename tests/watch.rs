@@ -1,177 +1,14 @@
 //! The daemon on a real kernel: fanotify permission and notification groups on test
 //! directories only, every daemon under a deadline (`--run-for`) and killed on drop.
 
+mod daemon;
 mod util;
+use daemon::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use util::*;
-
-/// A test tree under /tmp with a policy, a baseline, and a daemon.
-struct Watch {
-    env: TestEnv,
-    child: Option<Child>,
-}
-
-const DEADLINE_S: &str = "60";
-
-impl Watch {
-    fn new() -> Watch {
-        Watch {
-            env: TestEnv::new(),
-            child: None,
-        }
-    }
-
-    /// Host-absolute path inside the test tree (the daemon watches the live host).
-    fn p(&self, rel: &str) -> PathBuf {
-        self.env.dir.path().join("t").join(rel)
-    }
-
-    fn s(&self, rel: &str) -> String {
-        self.p(rel).to_str().unwrap().to_string()
-    }
-
-    fn write(&self, rel: &str, data: &[u8], mode: u32) -> PathBuf {
-        let p = self.p(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, data).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-        p
-    }
-
-    fn policy(&self, yaml: &str) {
-        std::fs::write(self.env.path("policy.yaml"), yaml).unwrap();
-    }
-
-    fn init(&self) {
-        let r = self.env.run(&[
-            "baseline".as_ref(),
-            "init".as_ref(),
-            "--force".as_ref(),
-            "--policy".as_ref(),
-            self.env.path("policy.yaml").as_os_str(),
-            "--db".as_ref(),
-            self.env.db().as_os_str(),
-        ]);
-        assert_eq!(r.code, 0, "init: {}", r.stderr);
-    }
-
-    fn alerts_path(&self) -> PathBuf {
-        self.env.path("alerts.jsonl")
-    }
-
-    fn start(&mut self, extra: &[&str]) {
-        let before = self.alerts().len();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsentry"));
-        cmd.arg("watch")
-            .arg("--policy")
-            .arg(self.env.path("policy.yaml"))
-            .arg("--db")
-            .arg(self.env.db())
-            .arg("--alerts")
-            .arg(self.alerts_path())
-            .arg("--status-socket")
-            .arg(self.env.path("status.sock"))
-            .args(["--run-for", DEADLINE_S])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        self.child = Some(cmd.spawn().unwrap());
-        let t = Instant::now();
-        while self
-            .alerts()
-            .iter()
-            .skip(before)
-            .all(|a| a["kind"] != "started")
-        {
-            if t.elapsed() > Duration::from_secs(20) {
-                panic!("no `started` alert; stderr: {}", self.stop());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// SIGTERM, wait (bounded), return stderr.
-    fn stop(&mut self) -> String {
-        let Some(mut c) = self.child.take() else {
-            return String::new();
-        };
-        let pid = rustix::process::Pid::from_raw(c.id() as i32).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let out = c.wait_with_output().unwrap();
-        String::from_utf8(out.stderr).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn alerts(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.alerts_path()).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn wait_for(
-        &self,
-        within: Duration,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> Option<serde_json::Value> {
-        let t = Instant::now();
-        loop {
-            if let Some(a) = self.alerts().into_iter().find(|a| pred(a)) {
-                return Some(a);
-            }
-            if t.elapsed() > within {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let r = self.env.run(&[
-            "status".as_ref(),
-            "--format".as_ref(),
-            "json".as_ref(),
-            "--socket".as_ref(),
-            self.env.path("status.sock").as_os_str(),
-        ]);
-        assert_eq!(r.code, 0, "status: {}", r.stderr);
-        r.json()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A copy of /usr/bin/cat that the allow-list names (so the real cat is "someone else").
-fn allowed_reader(w: &Watch) -> PathBuf {
-    let p = w.env.path("allowed-cat");
-    std::fs::copy("/usr/bin/cat", &p).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
 
 fn keys_policy(w: &Watch, mode: &str, reader: &Path) -> String {
     format!(
@@ -180,10 +17,6 @@ fn keys_policy(w: &Watch, mode: &str, reader: &Path) -> String {
         reader.to_str().unwrap(),
         w.s("conf")
     )
-}
-
-fn cat(path: &Path) -> std::process::Output {
-    Command::new("/usr/bin/cat").arg(path).output().unwrap()
 }
 
 #[test]
@@ -484,10 +317,15 @@ fn a_burst_of_200k_events_loses_no_change() {
     let conf = w.write("conf/kms.yaml", b"a\n", 0o644);
     w.write("keys/k.key", b"k\n", 0o600);
     let reader = allowed_reader(&w);
-    w.policy(&keys_policy(&w, "audit", &reader));
+    // The noise names are excluded: the kernel still reports every event on them (the
+    // directory is marked), the daemon maps and drops them.
+    w.policy(&format!(
+        "{}    exclude: [\"*.tmp\"]\n",
+        keys_policy(&w, "audit", &reader)
+    ));
     w.init();
     w.start(&[]);
-    // 100k creates + 100k deletes of unwatched names in the watched directory...
+    // 100k creates + 100k deletes of excluded names in the watched directory...
     let dir = w.p("conf");
     let burst = std::thread::spawn(move || {
         for i in 0..100_000u32 {
@@ -747,7 +585,14 @@ fn a_restore_loop_is_abandoned_at_a_bounded_rate() {
     }
     let a = w
         .wait_for(Duration::from_secs(3), |a| a["kind"] == "restore_abandoned")
-        .expect("restore_abandoned");
+        .unwrap_or_else(|| {
+            let kinds: Vec<String> = w
+                .alerts()
+                .iter()
+                .map(|a| format!("{} {}", a["kind"], a["detail"]["message"]))
+                .collect();
+            panic!("no restore_abandoned: {kinds:?}\n{}", w.stop())
+        });
     assert_eq!(a["path"], conf.to_str().unwrap());
     let restored = w
         .alerts()
@@ -774,4 +619,104 @@ fn a_change_made_while_down_is_restored_at_start() {
         .any(|a| a["kind"] == "restored" && a["outcome"] == "success"));
     assert_eq!(std::fs::read(&conf).unwrap(), b"good\n");
     w.stop();
+}
+
+/// Allow rules narrowed by parent, arguments and user, and an alert (not a denial) when an
+/// allowed program runs under an unusual parent: what keeps an allowed general-purpose tool
+/// from copying the key for anyone who can start it.
+#[test]
+fn allow_rules_constrain_parent_arguments_and_user() {
+    require_root!();
+    let mut w = Watch::new();
+    for d in ["parent", "args", "user", "usual"] {
+        w.write(&format!("{d}/k.key"), b"secret\n", 0o644);
+    }
+    let reader = allowed_reader(&w);
+    let r = reader.to_str().unwrap();
+    let group = |name: &str, rule: &str| {
+        format!(
+            "  - name: {name}\n    class: private-key\n    paths: [{}]\n    access:\n      mode: enforce\n      allow:\n        - exe: {r}\n{rule}",
+            w.s(&format!("{name}/k.key"))
+        )
+    };
+    w.policy(&format!(
+        "version: 1\ngroups:\n{}{}{}{}",
+        group("parent", "          parent_exe: /usr/bin/dash\n"),
+        group(
+            "args",
+            &format!("          args: [\"{}\"]\n", w.s("args/k.key"))
+        ),
+        group("user", "          users: [nobody]\n"),
+        group("usual", "          usual_parent_exe: [/usr/bin/dash]\n"),
+    ));
+    w.init();
+    w.open_to_all();
+    w.start(&["--no-audit"]);
+    let read = |cmd: &mut Command| cmd.output().unwrap().stdout == b"secret\n";
+    let direct = |rel: &str| read(Command::new(&reader).arg(w.p(rel)));
+    let via_sh = |rel: &str| {
+        read(
+            Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("'{r}' '{}'; true", w.s(rel))),
+        )
+    };
+    let denied = |rel: &str, rule: &str| {
+        w.wait_for(Duration::from_secs(5), |a| {
+            a["path"] == w.s(rel) && a["outcome"] == "denied" && a["rule"] == rule
+        })
+        .unwrap_or_else(|| panic!("no {rule} denial of {rel}: {:?}", w.alerts()))
+    };
+
+    // parent_exe: started by the test (not dash) is refused; from sh it reads.
+    assert!(!direct("parent/k.key"));
+    let a = denied("parent/k.key", "parent-not-allowed");
+    assert!(a["detail"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/usr/bin/dash"));
+    assert!(via_sh("parent/k.key"));
+
+    // args: exactly the key as its one argument; anything more (an output file, another
+    // input) is refused.
+    assert!(direct("args/k.key"));
+    let out = Command::new(&reader)
+        .arg(w.p("args/k.key"))
+        .arg("/etc/hostname")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8(out.stdout)
+        .unwrap_or_default()
+        .contains("secret"));
+    denied("args/k.key", "args-not-allowed");
+
+    // users: nobody may, root may not.
+    assert!(read(as_nobody(&reader).arg(w.p("user/k.key"))));
+    assert!(!direct("user/k.key"));
+    let a = denied("user/k.key", "user-not-allowed");
+    assert_eq!(a["process"]["euid"], 0);
+
+    // usual_parent_exe: allowed either way, alerted only outside the usual parent.
+    assert!(via_sh("usual/k.key"));
+    assert!(direct("usual/k.key"));
+    let a = w
+        .wait_for(Duration::from_secs(5), |a| a["rule"] == "unusual-parent")
+        .expect("unusual-parent alert");
+    assert_eq!(a["outcome"], "success");
+    assert_eq!(a["kind"], "access");
+    assert_eq!(a["path"], w.s("usual/k.key"));
+    assert!(a["detail"]["parent_exe"].is_string());
+    std::thread::sleep(Duration::from_millis(300));
+    let usual: Vec<_> = w
+        .alerts()
+        .into_iter()
+        .filter(|a| a["path"] == w.s("usual/k.key") && a["kind"] == "access")
+        .collect();
+    assert_eq!(
+        usual.len(),
+        1,
+        "only the unusual read is alerted: {usual:?}"
+    );
+    w.stop();
+    w.assert_log_intact();
 }

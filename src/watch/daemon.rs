@@ -368,6 +368,7 @@ pub fn run(cfg: Config) -> Result<()> {
         audit_sent: Instant::now(),
         objects,
         restores: HashMap::new(),
+        departed: HashMap::new(),
         names: Names::for_root(&root),
         reported_known: loaded.is_some(),
         reported: loaded.unwrap_or_default(),
@@ -1127,6 +1128,7 @@ fn notify_loop(
                     continue;
                 }
             }
+            tracing::trace!("event {:#x} pid {} {}", ev.mask, ev.pid, Name(&path));
             let who = (ev.pid > 0)
                 .then(|| who_of.who(ev.pid.unsigned_abs(), std::mem::take(&mut ev.pidfd)));
             s.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -1223,6 +1225,8 @@ struct Checker {
     objects: Option<crate::store::objects::ObjectStore>,
     /// Recent automatic restores per path (rate limit).
     restores: HashMap<Vec<u8>, RestoreLog>,
+    /// Paths whose deletion (or move away) was reported before its namespace event came.
+    departed: HashMap<Vec<u8>, Instant>,
     /// Owner and group names for alert details.
     names: Names,
     /// What was last reported per drifted path, as persisted for the next run.
@@ -1237,6 +1241,8 @@ struct Checker {
 /// The audit targets follow the marks at most this often (a burst of creations is one
 /// update).
 const AUDIT_UPDATE_EVERY: Duration = Duration::from_millis(50);
+/// How long a reported departure waits for its namespace event.
+const DEPARTURE_PAIRING: Duration = Duration::from_secs(5);
 /// The reported state is written at most this often while changes come.
 const REPORTED_SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -1803,6 +1809,19 @@ impl Checker {
             Some(p) => p.clone(),
             None => base.clone(),
         };
+        let mut t = t;
+        // The file's own DELETE_SELF/MOVE_SELF can come (and be reported) before the
+        // directory's DELETE/MOVED_FROM of the same unlink: that one is not a second deletion.
+        if prev.is_none()
+            && t.ops.first().is_some_and(|(o, _)| o.departs())
+            && self
+                .departed
+                .get(path)
+                .is_some_and(|at| at.elapsed() < DEPARTURE_PAIRING)
+        {
+            self.departed.remove(path);
+            t.ops.remove(0);
+        }
         let observed = Observed {
             path,
             group: g,
@@ -1811,6 +1830,23 @@ impl Checker {
             live: live.as_ref(),
         };
         let alerts = changes::alerts(&observed, &t, &mut self.names);
+        tracing::trace!(
+            "check {} mask {:#x} ops {:?} prev {} live {} -> {:?}",
+            Name(path),
+            t.mask,
+            t.ops.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            prev.is_some(),
+            live.is_some(),
+            alerts.iter().map(|a| a.kind).collect::<Vec<_>>()
+        );
+        if prev.is_some() && live.is_none() && !t.ops.iter().any(|(o, _)| o.departs()) {
+            // Reported from the capture alone: its namespace event is probably still coming.
+            if self.departed.len() > 4096 {
+                self.departed
+                    .retain(|_, at| at.elapsed() < DEPARTURE_PAIRING);
+            }
+            self.departed.insert(path.to_vec(), Instant::now());
+        }
         if alerts.is_empty() && prev.is_some() == live.is_some() {
             return;
         }
@@ -1947,6 +1983,13 @@ impl Checker {
                 a.outcome = Some(Outcome::Failure);
                 a.detail.insert("message".into(), e.to_string().into());
                 let _ = self.alert.send(Box::new(a));
+                // The restore may have put a new inode in place before it failed (a writer
+                // changed it again meanwhile): mark whatever is there now, or its next change
+                // goes unseen.
+                if let Ok(Some(now)) = walk::capture_path(&self.root, &self.snap().policy, path) {
+                    let want = marks_for(now.ftype, self.snap().policy.classify(path));
+                    let _ = self.mark_one(path, want);
+                }
                 false
             }
         }

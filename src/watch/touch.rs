@@ -28,6 +28,11 @@ impl Op {
         matches!(self, Op::Created | Op::MovedIn)
     }
 
+    /// Deleted or moved away.
+    pub fn departs(self) -> bool {
+        !self.arrives()
+    }
+
     /// How the op is named in `detail.events`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -149,8 +154,8 @@ pub fn plan(prev: bool, live: bool, ops: &[Op]) -> Vec<Step> {
         };
     }
     let last_arrival = ops.iter().rposition(|o| o.arrives());
-    let first_departure = ops.iter().position(|o| !o.arrives());
-    let last_departure = ops.iter().rposition(|o| !o.arrives());
+    let first_departure = ops.iter().position(|o| o.departs());
+    let last_departure = ops.iter().rposition(|o| o.departs());
     let mut out = Vec::with_capacity(ops.len() + 1);
     for (i, op) in ops.iter().enumerate() {
         let s = match op {
