@@ -73,9 +73,11 @@ EOF
 FAPO_CONF=/etc/fapolicyd/fapolicyd.conf
 FAPO_RULES=/etc/fapolicyd/rules.d/10-kmsentry-bench.rules
 DAEMON=
+FPID=
 cleanup() {
     [ -n "$DAEMON" ] && kill "$DAEMON" 2>/dev/null || true
-    pkill -x fapolicyd 2>/dev/null || true
+    # Only the fapolicyd this script started, by its pid: another may be someone else's.
+    [ -n "$FPID" ] && kill "$FPID" 2>/dev/null || true
     if [ -f "$WORK/fapolicyd.conf.orig" ]; then
         cp "$WORK/fapolicyd.conf.orig" "$FAPO_CONF"
         rm -f "$FAPO_RULES"
@@ -167,6 +169,7 @@ if command -v fapolicyd >/dev/null; then
     fi
     kill "$FPID" 2>/dev/null || true
     wait "$FPID" 2>/dev/null || true
+    FPID=
 fi
 
 # 100k entries: start (marks + reconcile) and RSS.

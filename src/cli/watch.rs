@@ -172,10 +172,12 @@ fn human(s: &serde_json::Value) -> String {
     );
     let _ = writeln!(
         o,
-        "decisions:  {} allowed, {} denied, {} stalled ({:.1}/s)",
+        "decisions:  {} allowed ({} the daemon's own), {} denied, {} stalled, {} pending ({:.1}/s)",
         n(&s["decisions"]["allowed"]),
+        n(&s["decisions"]["allowed_self"]),
         n(&s["decisions"]["denied"]),
         n(&s["decisions"]["stalled"]),
+        n(&s["pending_decisions"]),
         s["decisions_per_s"].as_f64().unwrap_or(0.0)
     );
     let _ = writeln!(

@@ -770,6 +770,36 @@ fn access_alert(
     a
 }
 
+/// Answer an open whose verdict comes with an alert (a denial, an audited or unusual open):
+/// read the opener's full identity while it still waits (procfs only), answer, then queue.
+#[allow(clippy::too_many_arguments)]
+fn answer_and_alert(
+    s: &Shared,
+    perm: &PermGroup,
+    alerts: &SyncSender<Box<Alert>>,
+    ev: &FanotifyEvent,
+    allow: bool,
+    group: &Group,
+    path: Vec<u8>,
+    who: &Identity,
+    severity: Severity,
+    reason: &crate::decide::Reason,
+    kind: OpenKind,
+) {
+    let who = identity::complete(who);
+    answer(s, perm, ev, allow);
+    let outcome = if allow {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    };
+    queue_alert(
+        s,
+        alerts,
+        access_alert(group, path, &who, outcome, severity, reason, kind),
+    );
+}
+
 /// The permission thread: answer first, then queue the record.
 fn perm_loop(
     s: &Shared,
@@ -856,31 +886,21 @@ fn perm_loop(
                     answer(s, perm, &ev, true);
                     s.stats.observe_latency(t0.elapsed().as_micros() as u64);
                 }
+                // The opener is blocked until answered, so this is the one moment its identity
+                // is certain to be readable: take it, then answer.
                 Verdict::Allow {
                     alert: Some((sev, reason)),
                 } => {
-                    // Allowed, but reported: read the opener's full identity while it still
-                    // waits for the answer (procfs only), then answer.
-                    let who = identity::complete(&who);
-                    answer(s, perm, &ev, true);
-                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
-                    queue_alert(
-                        s,
-                        alerts,
-                        access_alert(group, path, &who, Outcome::Success, sev, &reason, kind),
+                    answer_and_alert(
+                        s, perm, alerts, &ev, true, group, path, &who, sev, &reason, kind,
                     );
+                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
                 }
                 Verdict::Deny { severity, reason } => {
-                    // The opener is blocked until answered, so this is the one moment its
-                    // identity is certain to be readable: take it (procfs only), then answer.
-                    let who = identity::complete(&who);
-                    answer(s, perm, &ev, false);
-                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
-                    queue_alert(
-                        s,
-                        alerts,
-                        access_alert(group, path, &who, Outcome::Denied, severity, &reason, kind),
+                    answer_and_alert(
+                        s, perm, alerts, &ev, false, group, path, &who, severity, &reason, kind,
                     );
+                    s.stats.observe_latency(t0.elapsed().as_micros() as u64);
                 }
                 Verdict::NeedExeHash => {
                     let Some(fd) = ev.fd().map(|f| std::os::fd::AsRawFd::as_raw_fd(&f)) else {
@@ -1021,40 +1041,13 @@ fn hash_loop(
             Verdict::Allow { alert: None } => answer(s, perm, &p.event, true),
             Verdict::Allow {
                 alert: Some((sev, reason)),
-            } => {
-                let who = identity::complete(&job.who);
-                answer(s, perm, &p.event, true);
-                queue_alert(
-                    s,
-                    alerts,
-                    access_alert(
-                        group,
-                        job.path,
-                        &who,
-                        Outcome::Success,
-                        sev,
-                        &reason,
-                        job.kind,
-                    ),
-                );
-            }
-            Verdict::Deny { severity, reason } => {
-                let who = identity::complete(&job.who);
-                answer(s, perm, &p.event, false);
-                queue_alert(
-                    s,
-                    alerts,
-                    access_alert(
-                        group,
-                        job.path,
-                        &who,
-                        Outcome::Denied,
-                        severity,
-                        &reason,
-                        job.kind,
-                    ),
-                );
-            }
+            } => answer_and_alert(
+                s, perm, alerts, &p.event, true, group, job.path, &job.who, sev, &reason, job.kind,
+            ),
+            Verdict::Deny { severity, reason } => answer_and_alert(
+                s, perm, alerts, &p.event, false, group, job.path, &job.who, severity, &reason,
+                job.kind,
+            ),
             Verdict::NeedExeHash => answer(s, perm, &p.event, p.audit_mode),
         }
         s.stats
