@@ -23,7 +23,10 @@
 # fails in some sandboxes), and restores the file at exit. It is skipped if it cannot be
 # installed (apt) or started.
 #
-# Usage: scripts/bench-watch.sh [--work DIR] [--opens N] [--rounds R] [--no-corpus]
+#   --compare BIN: also run another kmsentry build (e.g. main's) on the same key in the same
+#     run, for an A/B of a change: rows "other build", and the ratio of this build to it.
+#
+# Usage: scripts/bench-watch.sh [--work DIR] [--opens N] [--rounds R] [--no-corpus] [--compare BIN]
 # Output: a Markdown table on stdout and a CSV in scripts/bench-runs/watch-<UTC>.csv.
 set -euo pipefail
 
@@ -31,8 +34,10 @@ WORK=/var/tmp/kmsentry-watchbench
 OPENS=20000
 ROUNDS=7
 CORPUS=1
+COMPARE=
 while [ $# -gt 0 ]; do
     case "$1" in
+        --compare) COMPARE=$(readlink -f "$2"); shift 2 ;;
         --work) WORK=$2; shift 2 ;;
         --opens) OPENS=$2; shift 2 ;;
         --rounds) ROUNDS=$2; shift 2 ;;
@@ -88,9 +93,9 @@ trap cleanup EXIT
 
 ol() { "$OL" "$1" "$OPENS" "$ROUNDS"; }
 
-start_kms() { # policy db alerts
+start_kms() { # policy db alerts [binary]
     rm -f "$3"
-    "$K" -q watch --policy "$1" --db "$2" --alerts "$3" --status-socket "$WORK/status.sock" \
+    "${4:-$K}" -q watch --policy "$1" --db "$2" --alerts "$3" --status-socket "$WORK/status.sock" \
         --run-for 3600 --no-audit &
     DAEMON=$!
     local t0=$SECONDS
@@ -142,6 +147,19 @@ print(len(lat), pick(0.5), pick(0.99), lat[-1] if lat else -1)
 PY
 read -r LAT_N LAT_P50 LAT_P99 LAT_MAX < "$WORK/latency.txt"
 stop_kms
+
+# The other build, same policy and baseline, same run; then this build again, so that a
+# drift of the machine's load over the run shows as a difference between the two rows of
+# this build rather than as a difference between the builds.
+if [ -n "$COMPARE" ]; then
+    start_kms "$WORK/policy.yaml" "$WORK/b.db" "$WORK/alerts-other.jsonl" "$COMPARE"
+    R[other_unwatched]=$(ol "$WORK/t/keys/unwatched.txt")
+    R[other_enforced]=$(ol "$WORK/t/keys/client.key")
+    stop_kms
+    start_kms "$WORK/policy.yaml" "$WORK/b.db" "$WORK/alerts-again.jsonl"
+    R[kms_enforced_again]=$(ol "$WORK/t/keys/client.key")
+    stop_kms
+fi
 
 # fapolicyd, permissive, with a rule about the same exe and file.
 FAPO=0
@@ -210,6 +228,11 @@ echo "| no listener, unwatched file | ${R[none_unwatched]} | 1.00 |"
 echo "| no listener, enforced key file | ${R[none_enforced]} | 1.00 |"
 echo "| kmsentry, unwatched file in a watched dir | ${R[kms_unwatched]} | $(ratio "${R[kms_unwatched]}" "${R[none_unwatched]}") |"
 echo "| kmsentry, enforced key, allowed exe | ${R[kms_enforced]} | $(ratio "${R[kms_enforced]}" "${R[none_enforced]}") (+$(added "${R[kms_enforced]}" "${R[none_enforced]}") µs) |"
+if [ -n "$COMPARE" ]; then
+    echo "| kmsentry, enforced key, allowed exe (again, after the other build) | ${R[kms_enforced_again]} | $(ratio "${R[kms_enforced_again]}" "${R[none_enforced]}") (+$(added "${R[kms_enforced_again]}" "${R[none_enforced]}") µs) |"
+    echo "| other build ($COMPARE), unwatched file | ${R[other_unwatched]} | $(ratio "${R[other_unwatched]}" "${R[none_unwatched]}") |"
+    echo "| other build, enforced key, allowed exe | ${R[other_enforced]} | $(ratio "${R[other_enforced]}" "${R[none_enforced]}") (+$(added "${R[other_enforced]}" "${R[none_enforced]}") µs) |"
+fi
 if [ "$FAPO" = 1 ]; then
     echo "| fapolicyd --permissive, same key, same exe | ${R[fapo_enforced]} | $(ratio "${R[fapo_enforced]}" "${R[none_enforced]}") (+$(added "${R[fapo_enforced]}" "${R[none_enforced]}") µs) |"
     echo "| fapolicyd --permissive, unwatched file | ${R[fapo_unwatched]} | $(ratio "${R[fapo_unwatched]}" "${R[none_unwatched]}") |"
@@ -217,6 +240,10 @@ if [ "$FAPO" = 1 ]; then
     echo "kmsentry's enforced open costs $(ratio "${R[kms_enforced]}" "${R[fapo_enforced]}")x fapolicyd's for the same open."
 else
     echo "| fapolicyd | not available | |"
+fi
+if [ -n "$COMPARE" ]; then
+    echo
+    echo "this build / other build, enforced open: $(ratio "${R[kms_enforced]}" "${R[other_enforced]}") (first run), $(ratio "${R[kms_enforced_again]}" "${R[other_enforced]}") (second run)"
 fi
 echo
 echo "modification -> alert latency ($LAT_N of 300 appends): p50 ${LAT_P50} µs, p99 ${LAT_P99} µs, max ${LAT_MAX} µs"

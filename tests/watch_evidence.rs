@@ -333,7 +333,7 @@ fn command_lines_are_whole_or_marked_cut_and_of_one_program() {
     let _ = as_nobody("/bin/sh")
         .arg("-c")
         .arg(format!(
-            "{{ true < '{}'; }} 2>/dev/null; sleep 1",
+            "{{ true < '{}'; }} 2>&-; sleep 1",
             w.s("private/k.key")
         ))
         .arg("sh")
@@ -345,7 +345,7 @@ fn command_lines_are_whole_or_marked_cut_and_of_one_program() {
         .arg(&pad)
         .output()
         .unwrap();
-    let kd = w.wait_for_n(Duration::from_secs(10), 2, |a| a["rule"] == "kernel-denied");
+    let kd = w.wait_for_n(Duration::from_secs(20), 2, |a| a["rule"] == "kernel-denied");
     assert_eq!(kd.len(), 2, "{:?}", w.alerts());
     for a in &kd {
         let p = &a["process"];

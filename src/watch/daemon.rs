@@ -22,7 +22,7 @@ use super::instance::Instance;
 use super::paths::{Builder, Marks, Watched};
 use super::reported::{self, Reported};
 use super::signals::{self, Request, StopCause};
-use super::touch::Touch;
+use super::touch::{Departures, Touch};
 use crate::alert::{Alert, AlertConfig, Alerter, Kind, Outcome};
 use crate::baseline::diff::{diff, Severity, Status};
 use crate::baseline::entry::Entry;
@@ -238,42 +238,6 @@ fn marks_for(e_type: crate::baseline::entry::FileType, group: Option<&Group>) ->
     m
 }
 
-/// The files whose state one daemon owns, each guarded by an instance lock: the baseline
-/// (which also records the run state), the alert log, the status socket.
-fn locked_resources(cfg: &Config) -> Vec<(&'static str, &std::path::Path, bool)> {
-    let mut v = vec![("baseline", cfg.db.as_path(), true)];
-    if let Some(f) = &cfg.alerts.file {
-        v.push(("alert log", f.as_path(), false));
-    }
-    if let Some(s) = &cfg.status_socket {
-        if let Some(dir) = s
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            let _ = std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir);
-        }
-        v.push(("status socket", s.as_path(), false));
-    }
-    v
-}
-
-/// Pidfds (one per notification event) and event fds count against RLIMIT_NOFILE; running
-/// out would make the kernel deny permission events it cannot give an fd. Raise the soft
-/// limit towards the hard one.
-fn raise_fd_limit() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let want = hard.min(1 << 16);
-        if soft < want {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
-        }
-    }
-}
-
 /// Run the daemon until SIGTERM/SIGINT (or `run_for`). Returns once every pending
 /// permission event is answered and `stopped` is written.
 pub fn run(cfg: Config) -> Result<()> {
@@ -287,8 +251,12 @@ pub fn run(cfg: Config) -> Result<()> {
         )
     })?;
     // Then the instance locks: a second daemon must not place a mark or read a watched file.
-    let mut instance = Instance::acquire(&locked_resources(&cfg))?;
-    raise_fd_limit();
+    let mut instance = Instance::acquire(&super::instance::resources(
+        &cfg.db,
+        cfg.alerts.file.as_deref(),
+        cfg.status_socket.as_deref(),
+    ))?;
+    super::instance::raise_fd_limit();
     let root = Arc::new(Root::open(std::path::Path::new("/"))?);
     let policy = crate::policy::load(&cfg.policy)?;
     let store = open_baseline(&cfg, &root)?;
@@ -368,7 +336,7 @@ pub fn run(cfg: Config) -> Result<()> {
         audit_sent: Instant::now(),
         objects,
         restores: HashMap::new(),
-        departed: HashMap::new(),
+        departed: Departures::default(),
         names: Names::for_root(&root),
         reported_known: loaded.is_some(),
         reported: loaded.unwrap_or_default(),
@@ -548,7 +516,14 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     answer_all_pending(&shared, &perm, cfg.on_stall);
     checker.save_reported();
-    let _ = alert_tx.send(Box::new(stopped_alert(&shared)));
+    let mut stopped = Alert::new(Kind::Stopped, Severity::Info);
+    stopped
+        .detail
+        .insert("uptime_s".into(), shared.started.elapsed().as_secs().into());
+    if let Some(cause) = lock(&shared.stop_cause).take() {
+        cause.describe(&mut stopped);
+    }
+    let _ = alert_tx.send(Box::new(stopped));
     drop(checker);
     drop(alert_tx);
     let _ = alert_thread.join();
@@ -556,40 +531,6 @@ pub fn run(cfg: Config) -> Result<()> {
     instance.mark_stopped();
     sd_notify("STOPPING=1");
     Ok(())
-}
-
-/// `stopped`: why (the signal and, as `process`, who sent it; or `--run-for`), and uptime.
-fn stopped_alert(shared: &Shared) -> Alert {
-    let mut stopped = Alert::new(Kind::Stopped, Severity::Info);
-    stopped
-        .detail
-        .insert("uptime_s".into(), shared.started.elapsed().as_secs().into());
-    match lock(&shared.stop_cause).take() {
-        Some(StopCause::Signal {
-            name,
-            number,
-            code,
-            sender,
-        }) => {
-            stopped.detail.insert("signal".into(), name.into());
-            stopped.detail.insert("signal_number".into(), number.into());
-            stopped.detail.insert("signal_code".into(), code.into());
-            stopped.process = sender.map(|s| s.info);
-            if stopped.process.is_none() {
-                stopped
-                    .detail
-                    .insert("sender".into(), "the kernel (no sending process)".into());
-            }
-        }
-        Some(StopCause::RunFor(d)) => {
-            stopped.detail.insert("reason".into(), "run_for".into());
-            stopped
-                .detail
-                .insert("run_for_s".into(), d.as_secs_f64().into());
-        }
-        None => {}
-    }
-    stopped
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
@@ -735,41 +676,6 @@ fn event_path(ev: &FanotifyEvent) -> Option<Vec<u8>> {
     .map(|p| p.into_os_string().into_vec())
 }
 
-fn access_alert(
-    group: &Group,
-    path: Vec<u8>,
-    who: &Identity,
-    outcome: Outcome,
-    severity: Severity,
-    reason: &crate::decide::Reason,
-    kind: OpenKind,
-) -> Alert {
-    let mut a = Alert::new(Kind::Access, severity);
-    a.path = Some(path);
-    a.group = Some(group.name.clone());
-    a.class = Some(group.class);
-    a.outcome = Some(outcome);
-    a.process = Some(who.info.clone());
-    if let Some(p) = &who.parent_exe {
-        a.detail.insert(
-            "parent_exe".into(),
-            crate::sanitize::JsonName(p).text().into_owned().into(),
-        );
-    }
-    a.rule = Some(reason.rule.to_string());
-    a.detail
-        .insert("message".into(), reason.message.clone().into());
-    a.detail.insert(
-        "access".into(),
-        match kind {
-            OpenKind::Open => "open",
-            OpenKind::Exec => "exec",
-        }
-        .into(),
-    );
-    a
-}
-
 /// Answer an open whose verdict comes with an alert (a denial, an audited or unusual open):
 /// read the opener's full identity while it still waits (procfs only), answer, then queue.
 #[allow(clippy::too_many_arguments)]
@@ -796,7 +702,7 @@ fn answer_and_alert(
     queue_alert(
         s,
         alerts,
-        access_alert(group, path, &who, outcome, severity, reason, kind),
+        super::access::access_alert(group, path, &who, outcome, severity, reason, kind),
     );
 }
 
@@ -1218,8 +1124,8 @@ struct Checker {
     objects: Option<crate::store::objects::ObjectStore>,
     /// Recent automatic restores per path (rate limit).
     restores: HashMap<Vec<u8>, RestoreLog>,
-    /// Paths whose deletion (or move away) was reported before its namespace event came.
-    departed: HashMap<Vec<u8>, Instant>,
+    /// Departures reported before their namespace event came.
+    departed: Departures,
     /// Owner and group names for alert details.
     names: Names,
     /// What was last reported per drifted path, as persisted for the next run.
@@ -1234,8 +1140,6 @@ struct Checker {
 /// The audit targets follow the marks at most this often (a burst of creations is one
 /// update).
 const AUDIT_UPDATE_EVERY: Duration = Duration::from_millis(50);
-/// How long a reported departure waits for its namespace event.
-const DEPARTURE_PAIRING: Duration = Duration::from_secs(5);
 /// The reported state is written at most this often while changes come.
 const REPORTED_SAVE_EVERY: Duration = Duration::from_secs(1);
 
@@ -1551,26 +1455,9 @@ impl Checker {
                 .map(|l| reported::fingerprint(l, compare_set));
             let earlier = before.remove(&f.path).filter(|r| r.state == state);
             if report {
-                let mut a = Alert::new(Kind::Reconciled, f.severity);
-                a.path = Some(f.path.clone());
-                a.group = Some(f.group.clone());
-                a.class = Some(f.class);
-                a.changes = f.changes.iter().map(|c| c.as_str()).collect();
-                a.detail.insert("status".into(), f.status.as_str().into());
-                if known {
-                    a.detail
-                        .insert("already_reported".into(), earlier.is_some().into());
-                    if let Some(r) = &earlier {
-                        a.detail.insert("reported_at".into(), r.ts.clone().into());
-                    }
-                }
-                let changed: Vec<crate::policy::Attr> = f.changes.clone();
-                let whole = matches!(f.status, Status::Added | Status::Removed);
-                super::detail::describe(
-                    &mut a,
-                    f.base.as_deref(),
-                    f.live.as_deref(),
-                    (!whole).then_some(changed.as_slice()),
+                let a = reported::reconciled_alert(
+                    &f,
+                    known.then_some(earlier.as_ref()),
                     &mut self.names,
                 );
                 let _ = self.alert.send(Box::new(a));
@@ -1599,20 +1486,11 @@ impl Checker {
             let mut back: Vec<Vec<u8>> = before.into_keys().collect();
             back.sort();
             for path in back {
-                let Some(g) = snap.policy.classify(&path) else {
-                    continue;
-                };
-                let mut a = Alert::new(Kind::Reconciled, Severity::Low);
-                a.path = Some(path);
-                a.group = Some(g.name.clone());
-                a.class = Some(g.class);
-                a.detail.insert("status".into(), "as_baseline".into());
-                a.detail.insert("already_reported".into(), false.into());
-                a.detail.insert(
-                    "message".into(),
-                    "an earlier run reported this path changed; it is back as baselined".into(),
-                );
-                let _ = self.alert.send(Box::new(a));
+                if let Some(g) = snap.policy.classify(&path) {
+                    let _ = self
+                        .alert
+                        .send(Box::new(reported::back_as_baseline_alert(path, g)));
+                }
             }
         }
         Ok(n)
@@ -1803,18 +1681,7 @@ impl Checker {
             None => base.clone(),
         };
         let mut t = t;
-        // The file's own DELETE_SELF/MOVE_SELF can come (and be reported) before the
-        // directory's DELETE/MOVED_FROM of the same unlink: that one is not a second deletion.
-        if prev.is_none()
-            && t.ops.first().is_some_and(|(o, _)| o.departs())
-            && self
-                .departed
-                .get(path)
-                .is_some_and(|at| at.elapsed() < DEPARTURE_PAIRING)
-        {
-            self.departed.remove(path);
-            t.ops.remove(0);
-        }
+        self.departed.pair(path, prev.is_some(), &mut t);
         let observed = Observed {
             path,
             group: g,
@@ -1832,14 +1699,7 @@ impl Checker {
             live.is_some(),
             alerts.iter().map(|a| a.kind).collect::<Vec<_>>()
         );
-        if prev.is_some() && live.is_none() && !t.ops.iter().any(|(o, _)| o.departs()) {
-            // Reported from the capture alone: its namespace event is probably still coming.
-            if self.departed.len() > 4096 {
-                self.departed
-                    .retain(|_, at| at.elapsed() < DEPARTURE_PAIRING);
-            }
-            self.departed.insert(path.to_vec(), Instant::now());
-        }
+        self.departed.note(path, prev.is_some(), live.is_some(), &t);
         if alerts.is_empty() && prev.is_some() == live.is_some() {
             return;
         }
@@ -2156,28 +2016,7 @@ fn start_audit(
                     let Some(g) = snap.policy.classify(&d.path) else {
                         continue;
                     };
-                    let mut al = Alert::new(
-                        Kind::Access,
-                        crate::decide::access_severity(g.class, OpenKind::Open),
-                    );
-                    al.path = Some(d.path.clone());
-                    al.group = Some(g.name.clone());
-                    al.class = Some(g.class);
-                    al.outcome = Some(Outcome::Failure);
-                    // The audit record's own identity (exact, from the refused call); the
-                    // command line is lengthened from /proc only if the kernel cut it.
-                    let mut p = d.process.clone();
-                    identity::lengthen_title(&mut p);
-                    al.process = Some(p);
-                    al.rule = Some("kernel-denied".into());
-                    let errno = if d.errno == 1 { "EPERM" } else { "EACCES" };
-                    al.detail.insert("errno".into(), errno.into());
-                    al.detail.insert("syscall".into(), d.syscall.into());
-                    al.detail.insert("audit_serial".into(), d.serial.into());
-                    al.detail.insert(
-                        "message".into(),
-                        format!("the kernel refused {} ({errno})", d.syscall).into(),
-                    );
+                    let al = super::access::kernel_denial_alert(g, &d);
                     queue_alert(&s, &a, al);
                 }
                 Ok(None) => {}

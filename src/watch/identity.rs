@@ -119,7 +119,7 @@ impl Notify {
             // Gone before the event was read: /proc/PID may already be someone else.
             PidRef::Exited => (ProcessInfo::pid_only(pid, Source::Gone), None),
             PidRef::Fd(fd) => {
-                let info = proc::identify(pid, Source::Procfs).info;
+                let info = read(pid);
                 if proc::pidfd_still(fd.as_fd(), pid) {
                     (info, Some(fd))
                 } else {
@@ -129,7 +129,7 @@ impl Notify {
             }
             // No pidfd from this kernel: /proc unverified, as well as it can be done.
             PidRef::NotReported | PidRef::Failed | PidRef::Number(_) => {
-                let info = proc::identify(pid, Source::Procfs).info;
+                let info = read(pid);
                 let info = if info.exe.is_none() && info.uid.is_none() {
                     ProcessInfo::pid_only(pid, Source::Gone)
                 } else {
@@ -155,6 +155,14 @@ impl Notify {
         }
         info
     }
+}
+
+/// What `/proc` shows of `pid` now (no executable identity or parent: an alert about a change
+/// does not need them).
+fn read(pid: u32) -> ProcessInfo {
+    let mut info = ProcessInfo::pid_only(pid, Source::Procfs);
+    proc::read_info(&mut info);
+    info
 }
 
 /// A kernel-denial title cut at the kernel's 128 bytes, lengthened from `/proc` when that

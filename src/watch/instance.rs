@@ -73,6 +73,47 @@ pub struct Instance {
     previous: Option<PreviousRun>,
 }
 
+/// The files whose state one daemon owns, each guarded by a lock: the baseline (which also
+/// records the run state), the alert log, the status socket (whose directory is created
+/// 0700 here when missing, so that its lock can be).
+pub fn resources<'a>(
+    db: &'a Path,
+    alerts: Option<&'a Path>,
+    socket: Option<&'a Path>,
+) -> Vec<(&'static str, &'a Path, bool)> {
+    let mut v = vec![("baseline", db, true)];
+    if let Some(f) = alerts {
+        v.push(("alert log", f, false));
+    }
+    if let Some(s) = socket {
+        if let Some(dir) = s
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+        }
+        v.push(("status socket", s, false));
+    }
+    v
+}
+
+/// Pidfds (one per notification event) and event fds count against RLIMIT_NOFILE; running
+/// out would make the kernel deny permission events it cannot give an fd. Raise the soft
+/// limit towards the hard one.
+pub fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = hard.min(1 << 16);
+        if soft < want {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
 /// The lock file that guards `path`.
 pub fn lock_path(path: &Path) -> PathBuf {
     let name = path.file_name().map(OsStrExt::as_bytes).unwrap_or(b"state");

@@ -1,5 +1,6 @@
 //! `kmsentry watch`: the daemon. fanotify groups, kernel audit, event loop.
 
+pub mod access;
 pub mod audit;
 pub mod changes;
 pub mod daemon;

@@ -82,6 +82,56 @@ pub fn fingerprint(e: &Entry, compare: CompareSet) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// The `reconciled` alert of finding `f`. `earlier`: `None` when it is not known what earlier
+/// runs reported (no state file); `Some(None)` when nothing matching was; `Some(Some(r))` when
+/// this very state was reported at `r.ts`.
+pub fn reconciled_alert(
+    f: &crate::baseline::check::Finding,
+    earlier: Option<Option<&Reported>>,
+    names: &mut crate::users::Names,
+) -> crate::alert::Alert {
+    use crate::alert::{Alert, Kind};
+    use crate::baseline::diff::Status;
+    let mut a = Alert::new(Kind::Reconciled, f.severity);
+    a.path = Some(f.path.clone());
+    a.group = Some(f.group.clone());
+    a.class = Some(f.class);
+    a.changes = f.changes.iter().map(|c| c.as_str()).collect();
+    a.detail.insert("status".into(), f.status.as_str().into());
+    if let Some(earlier) = earlier {
+        a.detail
+            .insert("already_reported".into(), earlier.is_some().into());
+        if let Some(r) = earlier {
+            a.detail.insert("reported_at".into(), r.ts.clone().into());
+        }
+    }
+    let whole = matches!(f.status, Status::Added | Status::Removed);
+    super::detail::describe(
+        &mut a,
+        f.base.as_deref(),
+        f.live.as_deref(),
+        (!whole).then_some(f.changes.as_slice()),
+        names,
+    );
+    a
+}
+
+/// `reconciled` for a path an earlier run reported changed that is as baselined again.
+pub fn back_as_baseline_alert(path: Vec<u8>, g: &crate::policy::Group) -> crate::alert::Alert {
+    use crate::alert::{Alert, Kind};
+    let mut a = Alert::new(Kind::Reconciled, crate::baseline::diff::Severity::Low);
+    a.path = Some(path);
+    a.group = Some(g.name.clone());
+    a.class = Some(g.class);
+    a.detail.insert("status".into(), "as_baseline".into());
+    a.detail.insert("already_reported".into(), false.into());
+    a.detail.insert(
+        "message".into(),
+        "an earlier run reported this path changed; it is back as baselined".into(),
+    );
+    a
+}
+
 /// Load the state left by the previous run. `None` when there is none or it is unreadable.
 pub fn load(path: &Path) -> Option<HashMap<Vec<u8>, Reported>> {
     let text = match std::fs::read_to_string(path) {

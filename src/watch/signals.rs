@@ -29,6 +29,36 @@ pub enum StopCause {
     RunFor(Duration),
 }
 
+impl StopCause {
+    /// Say in `stopped` why: the signal and, as `process`, who sent it; or `--run-for`.
+    pub fn describe(self, stopped: &mut crate::alert::Alert) {
+        match self {
+            StopCause::Signal {
+                name,
+                number,
+                code,
+                sender,
+            } => {
+                stopped.detail.insert("signal".into(), name.into());
+                stopped.detail.insert("signal_number".into(), number.into());
+                stopped.detail.insert("signal_code".into(), code.into());
+                stopped.process = sender.map(|s| s.info);
+                if stopped.process.is_none() {
+                    stopped
+                        .detail
+                        .insert("sender".into(), "the kernel (no sending process)".into());
+                }
+            }
+            StopCause::RunFor(d) => {
+                stopped.detail.insert("reason".into(), "run_for".into());
+                stopped
+                    .detail
+                    .insert("run_for_s".into(), d.as_secs_f64().into());
+            }
+        }
+    }
+}
+
 /// Blocks the daemon's signals in the calling thread (and so in every thread it starts
 /// later) and returns the `signalfd` that receives them.
 pub fn block() -> nix::Result<SignalFd> {

@@ -12,7 +12,8 @@
 //! Pure: no clock reads beyond what callers pass in, no I/O.
 
 use crate::proc::ProcessInfo;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// One namespace event on the path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +105,42 @@ impl Touch {
         }
         if who.is_some() {
             self.who = who;
+        }
+    }
+}
+
+/// How long a reported departure waits for its namespace event.
+const DEPARTURE_PAIRING: Duration = Duration::from_secs(5);
+
+/// Departures reported before their namespace event came. A file's own `DELETE_SELF` (or
+/// `MOVE_SELF`) can be checked, and the deletion reported from the capture, before the
+/// directory's `DELETE` (or `MOVED_FROM`) of the same unlink arrives: that one is not a second
+/// deletion.
+#[derive(Debug, Default)]
+pub struct Departures(HashMap<Vec<u8>, Instant>);
+
+impl Departures {
+    /// Before a check: when the path was already reported gone and `t` starts with a
+    /// departure, that departure is the one already reported; drop it.
+    pub fn pair(&mut self, path: &[u8], prev: bool, t: &mut Touch) {
+        let fresh = self
+            .0
+            .get(path)
+            .is_some_and(|at| at.elapsed() < DEPARTURE_PAIRING);
+        if !prev && fresh && t.ops.first().is_some_and(|(o, _)| o.departs()) {
+            self.0.remove(path);
+            t.ops.remove(0);
+        }
+    }
+
+    /// After a check: a departure reported from the capture alone (no namespace event among
+    /// `t`'s) waits for its namespace event.
+    pub fn note(&mut self, path: &[u8], prev: bool, live: bool, t: &Touch) {
+        if prev && !live && !t.ops.iter().any(|(o, _)| o.departs()) {
+            if self.0.len() > 4096 {
+                self.0.retain(|_, at| at.elapsed() < DEPARTURE_PAIRING);
+            }
+            self.0.insert(path.to_vec(), Instant::now());
         }
     }
 }
@@ -256,6 +293,27 @@ mod tests {
             kinds(&plan(true, true, &[Deleted, Created])),
             [(K::Compare, true, true)]
         );
+    }
+
+    #[test]
+    fn a_deletion_reported_from_delete_self_pairs_with_the_later_delete() {
+        let now = Instant::now();
+        let mut d = Departures::default();
+        // DELETE_SELF checked first: no namespace op, reported from the capture.
+        let mut first = Touch::new(1, now);
+        first.add(now, libc::FAN_DELETE_SELF, None);
+        d.note(b"/k", true, false, &first);
+        // The directory's DELETE: the same unlink.
+        let mut second = Touch::new(2, now);
+        second.add(now, libc::FAN_DELETE, None);
+        d.pair(b"/k", false, &mut second);
+        assert!(second.ops.is_empty());
+        // A later create + delete of the same name is its own pair.
+        let mut third = Touch::new(3, now);
+        third.add(now, libc::FAN_CREATE, None);
+        third.add(now, libc::FAN_DELETE, None);
+        d.pair(b"/k", false, &mut third);
+        assert_eq!(third.ops.len(), 2);
     }
 
     #[test]

@@ -222,6 +222,14 @@ impl AuditWatch {
         }
     }
 
+    /// Shrinks the reader's receive buffer. Tests use it to show how an overflow is reported
+    /// without flooding the host's audit subsystem (which other readers share) with tens of
+    /// thousands of records.
+    #[doc(hidden)]
+    pub fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.reader.set_recv_buffer(bytes)
+    }
+
     /// The rule key, `kmsentry-<pid>-<start time>`.
     pub fn key(&self) -> &str {
         &self.key

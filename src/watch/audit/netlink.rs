@@ -267,6 +267,13 @@ impl Reader {
         })
     }
 
+    /// Sets the receive buffer (tests shrink it to overflow it with few records).
+    pub fn set_recv_buffer(&self, bytes: usize) -> io::Result<()> {
+        rustix::net::sockopt::set_socket_recv_buffer_size_force(&self.fd, bytes)
+            .or_else(|_| rustix::net::sockopt::set_socket_recv_buffer_size(&self.fd, bytes))
+            .map_err(io::Error::from)
+    }
+
     /// Waits up to `timeout` for a datagram; returns its length (0 when none came).
     /// `ENOBUFS` (records were dropped because the buffer was full) is returned as an error.
     pub fn recv(&mut self, timeout: Duration) -> io::Result<usize> {
