@@ -343,6 +343,7 @@ pub fn run(cfg: Config) -> Result<()> {
         reported_path,
         reported_dirty: false,
         reported_saved: Instant::now(),
+        reported_wait: REPORTED_SAVE_EVERY,
     };
     checker.place_marks()?;
     tracing::info!(
@@ -1135,12 +1136,15 @@ struct Checker {
     reported_path: PathBuf,
     reported_dirty: bool,
     reported_saved: Instant,
+    /// How long after a save the next may come.
+    reported_wait: Duration,
 }
 
 /// The audit targets follow the marks at most this often (a burst of creations is one
 /// update).
 const AUDIT_UPDATE_EVERY: Duration = Duration::from_millis(50);
-/// The reported state is written at most this often while changes come.
+/// The reported state is written at most this often while changes come (less often when a
+/// write takes long).
 const REPORTED_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -1522,10 +1526,15 @@ impl Checker {
             return;
         }
         self.reported_dirty = false;
-        self.reported_saved = Instant::now();
+        let t0 = Instant::now();
         if let Err(e) = reported::save(&self.reported_path, &self.reported) {
             tracing::warn!("{e}");
         }
+        // A large drift set costs a rewrite each time: never spend more than about 5% of
+        // the checker's time on it.
+        let took = t0.elapsed();
+        self.reported_wait = REPORTED_SAVE_EVERY.max(took * 20);
+        self.reported_saved = Instant::now();
     }
 
     fn run(&mut self, work: Receiver<Work>) {
@@ -1559,7 +1568,7 @@ impl Checker {
             if self.audit_dirty && self.audit_sent.elapsed() >= AUDIT_UPDATE_EVERY {
                 self.send_audit_targets();
             }
-            if self.reported_dirty && self.reported_saved.elapsed() >= REPORTED_SAVE_EVERY {
+            if self.reported_dirty && self.reported_saved.elapsed() >= self.reported_wait {
                 self.save_reported();
             }
         }
