@@ -9,6 +9,14 @@ use std::process::Command;
 use std::time::Duration;
 use util::*;
 
+/// A [`tree`] with its policy, and the allowed reader (the daemon is not started yet).
+fn new_tree() -> (Watch, std::path::PathBuf) {
+    let w = Watch::new();
+    let reader = allowed_reader(&w);
+    tree(&w, &reader);
+    (w, reader)
+}
+
 /// An enforce group (its key readable by anyone, so only the daemon refuses), an audit group
 /// and a config directory, reachable by `nobody`.
 fn tree(w: &Watch, reader: &std::path::Path) {
@@ -27,9 +35,7 @@ fn tree(w: &Watch, reader: &std::path::Path) {
 #[test]
 fn short_lived_processes_as_nobody_are_never_reported_as_root() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     // conf is world-writable so that nobody can create files in it.
     w.init();
     w.open_to_all();
@@ -123,9 +129,7 @@ fn short_lived_processes_as_nobody_are_never_reported_as_root() {
 #[test]
 fn a_second_daemon_on_the_same_state_is_refused_and_a_stale_socket_is_replaced() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     w.init();
     w.start(&[]);
     let first = w.pid();
@@ -223,9 +227,7 @@ fn a_second_daemon_on_the_same_state_is_refused_and_a_stale_socket_is_replaced()
 #[test]
 fn stopped_names_the_signal_and_who_sent_it() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     w.init();
     w.start(&[]);
     let daemon = w.pid();
@@ -270,9 +272,7 @@ fn stopped_names_the_signal_and_who_sent_it() {
 #[test]
 fn a_setuid_helper_is_reported_with_its_effective_uid() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     w.write("keys/root-only.key", b"secret\n", 0o600);
     w.init();
     w.open_to_all();
@@ -300,9 +300,7 @@ fn a_setuid_helper_is_reported_with_its_effective_uid() {
 #[test]
 fn command_lines_are_whole_or_marked_cut_and_of_one_program() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     w.write("private/k.key", b"k\n", 0o600);
     let yaml = std::fs::read_to_string(w.env.path("policy.yaml")).unwrap();
     w.policy(&format!(
@@ -393,9 +391,7 @@ fn command_lines_are_whole_or_marked_cut_and_of_one_program() {
 #[test]
 fn reconciled_tells_an_already_reported_change_from_a_new_one() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, _) = new_tree();
     w.write("conf/a.yaml", b"a\n", 0o644);
     w.write("conf/b.yaml", b"b\n", 0o644);
     w.write("conf/c.yaml", b"c\n", 0o644);
@@ -456,9 +452,7 @@ fn reconciled_tells_an_already_reported_change_from_a_new_one() {
 #[test]
 fn status_counts_every_permission_event_once() {
     require_root!();
-    let mut w = Watch::new();
-    let reader = allowed_reader(&w);
-    tree(&w, &reader);
+    let (mut w, reader) = new_tree();
     w.init();
     w.start(&[]);
     for _ in 0..7 {

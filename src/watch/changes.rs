@@ -146,7 +146,6 @@ pub fn alerts(o: &Observed<'_>, t: &Touch, names: &mut Names) -> Vec<Alert> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::baseline::entry::FileType;
     use crate::proc::{ProcessInfo, Source};
     use std::time::Instant;
 
@@ -159,28 +158,7 @@ mod tests {
     }
 
     fn entry(mode: u32) -> Entry {
-        Entry {
-            path: b"/etc/kms/a".to_vec(),
-            ftype: FileType::File,
-            mode,
-            uid: 0,
-            gid: 0,
-            size: 1,
-            hashes: None,
-            link_target: None,
-            rdev: None,
-            acl_access: None,
-            acl_default: None,
-            xattrs: Vec::new(),
-            dev: 1,
-            ino: 2,
-            nlink: 1,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            group: "conf".into(),
-            class: crate::policy::Class::KmsConfig,
-            problem: None,
-        }
+        crate::watch::detail::tests::file(b"/etc/kms/a", mode)
     }
 
     fn names() -> Names {

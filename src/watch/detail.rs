@@ -146,17 +146,18 @@ pub fn describe(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::alert::Kind;
     use crate::baseline::diff::Severity;
     use crate::baseline::entry::{FileType, Xattr};
 
-    fn entry() -> Entry {
+    /// A regular file of mode `mode` owned by root, without xattrs (the watch tests' fixture).
+    pub(crate) fn file(path: &[u8], mode: u32) -> Entry {
         Entry {
-            path: b"/etc/kms/a.key".to_vec(),
+            path: path.to_vec(),
             ftype: FileType::File,
-            mode: 0o600,
+            mode,
             uid: 0,
             gid: 0,
             size: 5,
@@ -165,16 +166,7 @@ mod tests {
             rdev: None,
             acl_access: None,
             acl_default: None,
-            xattrs: vec![
-                Xattr {
-                    name: b"security.selinux".to_vec(),
-                    value: b"system_u:object_r:cert_t:s0\0".to_vec(),
-                },
-                Xattr {
-                    name: b"user.secret".to_vec(),
-                    value: b"hunter2".to_vec(),
-                },
-            ],
+            xattrs: Vec::new(),
             dev: 1,
             ino: 2,
             nlink: 1,
@@ -184,6 +176,21 @@ mod tests {
             class: crate::policy::Class::PrivateKey,
             problem: None,
         }
+    }
+
+    fn entry() -> Entry {
+        let mut e = file(b"/etc/kms/a.key", 0o600);
+        e.xattrs = vec![
+            Xattr {
+                name: b"security.selinux".to_vec(),
+                value: b"system_u:object_r:cert_t:s0\0".to_vec(),
+            },
+            Xattr {
+                name: b"user.secret".to_vec(),
+                value: b"hunter2".to_vec(),
+            },
+        ];
+        e
     }
 
     #[test]
