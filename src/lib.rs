@@ -25,7 +25,10 @@
 //!    `baseline export` manifest. Every name passes through [`sanitize`].
 //! 6. **Alerts** ([`alert`]): the daemon's records, one canonical JSON line each, chained by
 //!    BLAKE3 and signed at checkpoints, delivered to the JSONL file (fsync'd), stdout, syslog
-//!    and journald; `log verify` ([`alert::verify`]) names the first broken line.
+//!    (over TLS to another machine through an on-disk queue) and journald; `log verify`
+//!    ([`alert::verify`]) names every break, in the JSONL file or a receiver's RFC 5424 file.
+//! 7. **Sandbox** ([`sandbox`]): `watch --seccomp` applies the systemd unit's restrictions in
+//!    the daemon itself (capabilities, seccomp allow-list, no_new_privs, umask).
 //!
 //! [`cli`] is the only code that prints; [`error::Error`] maps every failure to the exit
 //! status of [`exit::ExitCode`] (0 clean, 1 drift, 2 usage/policy, 3 integrity).
@@ -45,6 +48,7 @@ pub mod policy;
 pub mod proc;
 pub mod report;
 pub mod restore;
+pub mod sandbox;
 pub mod sanitize;
 pub mod store;
 pub mod users;

@@ -105,7 +105,7 @@ fn an_intact_log_verifies_with_exit_0() {
 }
 
 #[test]
-fn an_edited_line_breaks_the_chain_at_the_next_line() {
+fn an_edited_line_is_named_and_not_counted_as_verified() {
     let env = TestEnv::new();
     let f = env.path("alerts.jsonl");
     write_log(&f, 4, None, false);
@@ -117,14 +117,65 @@ fn an_edited_line_breaks_the_chain_at_the_next_line() {
     let first = r.stdout.lines().next().unwrap();
     assert!(
         first.ends_with(
-            "alerts.jsonl:4: prev does not match the hash of line 3: that line was changed"
+            "alerts.jsonl:3: this record was changed: its hash does not match the prev of the next record (line 4)"
         ),
         "{first}"
+    );
+    assert!(
+        r.stdout
+            .contains("BROKEN: 1 problem(s); 4 of 5 record(s) verified"),
+        "{}",
+        r.stdout
     );
 
     let v = log_verify(&env, &[p(&f), OsStr::new("--format"), OsStr::new("json")]).json();
     assert_eq!(v["intact"], false);
-    assert_eq!(v["problem"]["line"], 4);
+    assert_eq!(v["problem"]["line"], 3);
+    assert_eq!(v["verified"], 4);
+    assert_eq!(v["records"], 5);
+}
+
+#[test]
+fn every_break_is_listed_not_only_the_first() {
+    let env = TestEnv::new();
+    let f = env.path("alerts.jsonl");
+    write_log(&f, 9, None, false);
+    let mut ls = lines(&f);
+    // Line 3 edited, line 6 deleted, lines 8 and 9 swapped.
+    ls[2] = replace(&ls[2], "\"severity\":\"high\"", "\"severity\":\"low\"");
+    ls.swap(7, 8);
+    ls.remove(5);
+    put_lines(&f, &ls);
+    let v = log_verify(&env, &[p(&f), OsStr::new("--format"), OsStr::new("json")]).json();
+    let probs: Vec<(u64, String)> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["line"].as_u64().unwrap(),
+                p["why"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(probs.len(), 3, "{probs:#?}");
+    assert_eq!(probs[0].0, 3);
+    assert!(probs[0].1.contains("was changed"), "{probs:#?}");
+    assert_eq!(probs[1].0, 6);
+    assert!(
+        probs[1]
+            .1
+            .contains("seq jumps from 5 to 7: 1 record(s) missing"),
+        "{probs:#?}"
+    );
+    // Seq 9 arrives before seq 8: 8 is named where it stands (line 8) as out of order.
+    assert_eq!(probs[2].0, 8);
+    assert!(
+        probs[2].1.contains("seq 8 after 9: out of order"),
+        "{probs:#?}"
+    );
+    assert_eq!(v["records"], 9);
+    assert_eq!(v["verified"], 8);
 }
 
 #[test]
@@ -161,8 +212,14 @@ fn an_inserted_line_is_found() {
     let r = log_verify(&env, &[p(&f)]);
     assert_eq!(r.code, 3);
     assert!(
-        r.stdout.contains("alerts.jsonl:4: seq 3 after 3"),
+        r.stdout
+            .contains("alerts.jsonl:4: seq 3 after 3: a second record with seq 3"),
         "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("alerts.jsonl:3: not part of the chain"),
+        "the forged record is named: {}",
         r.stdout
     );
 

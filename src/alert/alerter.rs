@@ -254,12 +254,30 @@ impl Alerter {
             self.restore(saved);
             return Err(e);
         }
+        self.sink_health();
         Ok(out)
+    }
+
+    /// Health alerts the syslog sinks ask for (a TLS receiver's queue full or drained, its
+    /// certificate refused), written into the chain like any other alert. A TLS queue drops
+    /// records only after its "full" alert was taken here.
+    fn sink_health(&mut self) {
+        let health: Vec<Alert> = self
+            .syslog
+            .iter_mut()
+            .flat_map(|(s, _)| s.take_health())
+            .collect();
+        if !health.is_empty() {
+            if let Err(e) = self.emit_batch(health) {
+                tracing::error!("alert sink health: {e}");
+            }
+        }
     }
 
     /// Write a checkpoint if the interval has passed since the last one and records came
     /// since. The daemon calls this now and then so a quiet period still gets signed.
     pub fn tick(&mut self) -> Result<()> {
+        self.sink_health();
         if self.signer.is_some() && self.checkpoint_due() {
             self.checkpoint()?;
         }

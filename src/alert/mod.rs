@@ -1,6 +1,6 @@
 //! Alerts: the record type the daemon builds, its one canonical JSON line, the hash chain
 //! over those lines, signed checkpoints, and the sinks (JSONL file, stdout, RFC 5424 syslog,
-//! journald).
+//! journald, and RFC 5425 over TLS to another machine through an on-disk queue).
 //!
 //! Owns: turning an [`Alert`] into exactly one line of bytes ([`record::render`]), chaining
 //! each line to the previous one (`prev` = BLAKE3 of the previous line's exact bytes), and
@@ -10,15 +10,19 @@
 //! Must not: put file content or key material in a record; let a failing network sink stop
 //! the file sink or block for long; print a name without [`crate::sanitize`].
 //! Layout: [`record`] (serialisation, hashing), [`jsonl`] (the file: append, fsync, rotation,
-//! crash recovery), [`syslog`], [`journald`], [`checkpoint`] (ed25519 over the chain head),
+//! crash recovery), [`syslog`] (with [`tls`] and its [`queue`]; [`rfc5424`] reads a
+//! receiver's lines back), [`journald`], [`checkpoint`] (ed25519 over the chain head),
 //! [`alerter`] (stamping and fan-out), [`verify`].
 
 pub mod alerter;
 pub mod checkpoint;
 pub mod journald;
 pub mod jsonl;
+pub mod queue;
 pub mod record;
+pub mod rfc5424;
 pub mod syslog;
+pub mod tls;
 pub mod verify;
 
 pub use alerter::{AlertConfig, Alerter, Emitted};

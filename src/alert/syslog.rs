@@ -1,5 +1,6 @@
-//! RFC 5424 syslog: over a unix datagram socket (`/dev/log`), UDP, or TCP with octet-counting
-//! framing (RFC 6587).
+//! RFC 5424 syslog: over a unix datagram socket (`/dev/log`), UDP, TCP with octet-counting
+//! framing (RFC 6587), or TLS with a client certificate (RFC 5425, [`super::tls`], through a
+//! bounded on-disk queue).
 //!
 //! Frame: `<PRI>1 TS HOST kmsentry PID KIND [kmsentry@32473 k="v" …] JSON` where PRI is
 //! facility authpriv (10) × 8 + the severity (critical 2, high 3, medium 4, low 5, info 6),
@@ -15,6 +16,8 @@
 //! be slow: prefer IP addresses.
 
 use super::record::{syslog_severity, Rendered};
+use super::tls::{TlsSink, TlsTarget};
+use super::Alert;
 use crate::error::Error;
 use std::collections::VecDeque;
 use std::io::Write;
@@ -36,13 +39,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const TCP_BACKLOG: usize = 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Where syslog records go: `unix:/dev/log`, `udp:HOST:PORT`, `tcp:HOST:PORT` (IPv6 hosts in
-/// brackets: `udp:[::1]:514`).
+/// Where syslog records go: `unix:/dev/log`, `udp:HOST:PORT`, `tcp:HOST:PORT`,
+/// `tls:HOST:PORT` (IPv6 hosts in brackets: `udp:[::1]:514`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SyslogTarget {
     Unix(PathBuf),
-    Udp { host: String, port: u16 },
-    Tcp { host: String, port: u16 },
+    Udp {
+        host: String,
+        port: u16,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// RFC 5425; parsing gives the host and port, the caller adds certificates and queue.
+    Tls(Box<TlsTarget>),
 }
 
 impl std::str::FromStr for SyslogTarget {
@@ -51,7 +62,7 @@ impl std::str::FromStr for SyslogTarget {
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = |why: &str| {
             Error::Usage(format!(
-                "syslog target `{}`: {why} (expected unix:/dev/log, udp:HOST:PORT or tcp:HOST:PORT)",
+                "syslog target `{}`: {why} (expected unix:/dev/log, udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT)",
                 crate::sanitize::escape(s.as_bytes())
             ))
         };
@@ -80,6 +91,7 @@ impl std::str::FromStr for SyslogTarget {
         match scheme {
             "udp" => Ok(SyslogTarget::Udp { host, port }),
             "tcp" => Ok(SyslogTarget::Tcp { host, port }),
+            "tls" => Ok(SyslogTarget::Tls(Box::new(TlsTarget::new(host, port)))),
             _ => Err(bad("unknown scheme")),
         }
     }
@@ -102,6 +114,7 @@ impl std::fmt::Display for SyslogTarget {
             ),
             SyslogTarget::Udp { host, port } => hp(f, "udp", host, *port),
             SyslogTarget::Tcp { host, port } => hp(f, "tcp", host, *port),
+            SyslogTarget::Tls(t) => hp(f, "tls", &t.host, t.port),
         }
     }
 }
@@ -245,6 +258,8 @@ enum Conn {
         backlog: VecDeque<Vec<u8>>,
         dropped: u64,
     },
+    /// The sender thread and its queue, or why they could not start.
+    Tls(Result<TlsSink, String>),
 }
 
 /// One syslog destination.
@@ -282,6 +297,7 @@ impl SyslogSink {
                 backlog: VecDeque::new(),
                 dropped: 0,
             },
+            SyslogTarget::Tls(t) => Conn::Tls(TlsSink::start(t).map_err(|e| e.to_string())),
         };
         SyslogSink {
             target: target.clone(),
@@ -294,10 +310,21 @@ impl SyslogSink {
         &self.target
     }
 
-    /// Send one record. An error means it was not delivered now (TCP keeps it queued).
+    /// Health alerts the sink wants written (a TLS receiver's queue filled up or drained,
+    /// its certificate was refused). The alerter writes them into the chain like any alert.
+    pub fn take_health(&mut self) -> Vec<Alert> {
+        match &mut self.conn {
+            Conn::Tls(Ok(t)) => t.take_health(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Send one record. An error means it was not delivered now (TCP and TLS keep it queued).
     pub fn send(&mut self, r: &Rendered<'_>) -> std::io::Result<()> {
         let msg = format(r);
         match &mut self.conn {
+            Conn::Tls(Ok(t)) => t.send(&frame_octet_counted(&msg), r.seq),
+            Conn::Tls(Err(e)) => Err(std::io::Error::other(e.clone())),
             Conn::Unix { path, sock } => {
                 let s = match sock {
                     Some(s) => s,
@@ -409,6 +436,10 @@ mod tests {
                 },
             ),
             (
+                "tls:siem.example:6514",
+                SyslogTarget::Tls(Box::new(TlsTarget::new("siem.example".into(), 6514))),
+            ),
+            (
                 "udp:[::1]:514",
                 SyslogTarget::Udp {
                     host: "::1".into(),
@@ -427,6 +458,7 @@ mod tests {
             "udp:host:99999",
             "tcp::514",
             "tcp:::1:514",
+            "tls:h",
             "http:h:1",
         ] {
             let e = bad.parse::<SyslogTarget>().unwrap_err();

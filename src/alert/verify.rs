@@ -1,15 +1,26 @@
 //! `log verify`: check an alert log's hash chain (and, with a key, its signed checkpoints)
-//! and name the first place where it breaks.
+//! and name every place where it breaks.
 //!
-//! The files of one chain are read oldest first as one stream. Every line must parse as a
-//! record, `seq` must grow by one and `prev` must be the BLAKE3 of the previous line's exact
-//! bytes. How tampering shows:
-//! - an edited line: the *next* line's `prev` no longer matches (an edited last line shows
-//!   only against a checkpoint);
-//! - a deleted line: `seq` jumps and `prev` does not match;
-//! - an inserted line: it, or the line after it, does not follow;
+//! The files of one chain are read oldest first as one stream. Each file is either the
+//! daemon's JSONL log or what a syslog receiver stored (RFC 5424 lines, one per line, MSG
+//! being the canonical JSON record, as rsyslog's `RSYSLOG_SyslogProtocol23Format` writes
+//! them; recognised by a first line starting with `<`). Every record must parse, `seq` must
+//! grow by one and `prev` must be the BLAKE3 of the previous record's exact bytes. How
+//! tampering shows, and where it is named:
+//! - an edited record: the next record's `prev` no longer matches; the edited record is
+//!   named and not counted as verified (an edited last record shows only against a
+//!   checkpoint);
+//! - a deleted (or never delivered) record: `seq` jumps; the gap is named;
+//! - an inserted record: a second record with a `seq` already seen, or one the next record
+//!   does not chain to;
+//! - a reordered record: it comes after a higher `seq`; it is named where it stands;
 //! - a cut tail: the last line has no newline (cut mid-line); a clean cut at a line boundary
 //!   shows only with `--key` (see [`Options`]).
+//!
+//! The check goes on after a break (the chain resumes at the record after it), so every
+//! break is listed. In a receiver's file an exact duplicate of a record (same `seq`, same
+//! bytes: the sender resends its unconfirmed tail after a reconnect) counts once, and lines
+//! of other programs are skipped; in a JSONL log a duplicate is an insertion.
 //!
 //! Damaged lines (not records) are accepted only when the record right after them
 //! acknowledges exactly those bytes in `detail.damaged_tail` (what the writer does after a
@@ -21,11 +32,11 @@
 //! end with its checkpoint; records after the last checkpoint are reported as not covered.
 //! With `stopped` set the log must end with `stopped` and its checkpoint.
 
-use super::checkpoint;
-use super::jsonl::Damage;
-use super::record::{line_hash, parse, ZERO_HASH};
+mod chain;
+
 use crate::error::{Error, Result};
 use crate::sanitize::Name;
+use chain::{Source, State};
 use ed25519_dalek::VerifyingKey;
 use std::io::{BufRead, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -35,6 +46,8 @@ use std::path::PathBuf;
 const MAX_LINE: u64 = 1 << 20;
 /// More consecutive damaged lines than this is not a crash.
 const MAX_DAMAGED_LINES: usize = 16;
+/// How many recent records are remembered to recognise duplicates and late arrivals.
+const RECENT: usize = 1 << 17;
 
 /// What to require beyond the hash chain.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +57,9 @@ pub struct Options {
     /// The writer has stopped: the log must end with `stopped` and its checkpoint, so any
     /// cut of its tail is found. Needs `key`.
     pub stopped: bool,
+    /// In a receiver's file, check the records of this host (the RFC 5424 HOSTNAME); other
+    /// hosts' records are skipped. Without it the file must hold one host's records.
+    pub host: Option<String>,
 }
 
 /// A line in one of the files (`line` is 1-based).
@@ -95,15 +111,23 @@ pub struct LastCheckpoint {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub files: Vec<Vec<u8>>,
-    /// Records read up to the end or up to the problem.
+    /// Distinct records read (exact duplicates in a receiver's file count once).
     pub records: u64,
+    /// Records not named as changed, forged or out of chain.
+    pub verified: u64,
+    /// Exact duplicates skipped in a receiver's file.
+    pub duplicates: u64,
+    /// Lines of other programs or hosts skipped in a receiver's file.
+    pub foreign: u64,
+    /// The host whose records a receiver's file was checked for.
+    pub host: Option<String>,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// Hash of the last good record's line.
+    /// Hash of the last record of the chain (the highest `seq`).
     pub head: Option<String>,
-    /// The first place the chain breaks; `None` when intact.
-    pub problem: Option<Finding>,
-    /// Accepted oddities: continuation of an earlier chain, acknowledged damage.
+    /// Every place the chain breaks, in file order; empty when intact.
+    pub problems: Vec<Finding>,
+    /// Accepted oddities: continuation of an earlier chain, acknowledged damage, duplicates.
     pub notes: Vec<Finding>,
     pub checkpoints: u64,
     /// Whether checkpoint signatures were checked (a key was given).
@@ -116,259 +140,26 @@ pub struct Report {
 impl Report {
     /// No problem found.
     pub fn intact(&self) -> bool {
-        self.problem.is_none()
-    }
-}
-
-struct Prev {
-    seq: u64,
-    hash: String,
-    at: Place,
-    kind: String,
-}
-
-struct State<'o> {
-    opts: &'o Options,
-    report: Report,
-    prev: Option<Prev>,
-    damage: Vec<(Place, Vec<u8>, String)>,
-    uncovered: Option<Uncovered>,
-    last_place: Option<Place>,
-    /// Kind of the record before the last one.
-    before_last: Option<String>,
-}
-
-/// Stop at the first problem.
-type Flow = std::result::Result<(), Finding>;
-
-fn fail(at: &Place, what: impl Into<String>) -> Flow {
-    Err(Finding {
-        at: at.clone(),
-        what: what.into(),
-    })
-}
-
-fn rel(at: &Place, other: &Place) -> String {
-    if at.file == other.file {
-        format!("line {}", other.line)
-    } else {
-        other.to_string()
-    }
-}
-
-impl State<'_> {
-    fn line(&mut self, at: Place, line: &[u8]) -> Flow {
-        self.last_place = Some(at.clone());
-        let rec = match parse(line) {
-            Ok(r) => r,
-            Err(why) => {
-                self.damage.push((at, line.to_vec(), why));
-                if self.damage.len() > MAX_DAMAGED_LINES {
-                    let (first, _, why) = &self.damage[0];
-                    return fail(first, format!("not an alert record: {why}"));
-                }
-                return Ok(());
-            }
-        };
-        let hash = line_hash(line);
-        let ack = rec.detail.get("damaged_tail").map(Damage::from_value);
-        if !self.damage.is_empty() {
-            let lines: Vec<&[u8]> = self.damage.iter().map(|(_, l, _)| l.as_slice()).collect();
-            let (first, _, why) = &self.damage[0];
-            if ack != Some(Some(Damage::of(&lines))) {
-                return fail(first, format!("not an alert record: {why}"));
-            }
-            self.report.notes.push(Finding {
-                at: first.clone(),
-                what: format!(
-                    "{} damaged line(s) (a crash mid-write), acknowledged by {}",
-                    lines.len(),
-                    rel(first, &at)
-                ),
-            });
-            self.damage.clear();
-        } else if let Some(ack) = ack {
-            if self.prev.is_some() {
-                return fail(
-                    &at,
-                    "acknowledges damaged lines that are not before it: the lines before it were changed",
-                );
-            }
-            let n = ack.map_or(0, |d| d.lines);
-            self.report.notes.push(Finding {
-                at: at.clone(),
-                what: format!("acknowledges {n} damaged line(s) in an earlier file"),
-            });
-        }
-        match &self.prev {
-            Some(p) if rec.prev != p.hash => {
-                let what = if rec.seq == p.seq.wrapping_add(1) {
-                    format!(
-                        "prev does not match the hash of {}: that line was changed",
-                        rel(&at, &p.at)
-                    )
-                } else if rec.seq > p.seq {
-                    format!(
-                        "seq jumps from {} to {}: {} record(s) missing before this line (deleted)",
-                        p.seq,
-                        rec.seq,
-                        rec.seq - p.seq - 1
-                    )
-                } else {
-                    format!(
-                        "seq {} after {}: a line was inserted before this one, or this one was copied",
-                        rec.seq, p.seq
-                    )
-                };
-                return fail(&at, what);
-            }
-            Some(p) if rec.seq != p.seq.wrapping_add(1) => {
-                return fail(
-                    &at,
-                    format!(
-                        "seq {} should be {} (prev matches {}): this line was changed",
-                        rec.seq,
-                        p.seq.wrapping_add(1),
-                        rel(&at, &p.at)
-                    ),
-                );
-            }
-            Some(_) => {}
-            None if rec.prev == ZERO_HASH => {
-                if rec.seq != 1 {
-                    self.report.notes.push(Finding {
-                        at: at.clone(),
-                        what: format!("the chain starts at seq {}", rec.seq),
-                    });
-                }
-            }
-            None => self.report.notes.push(Finding {
-                at: at.clone(),
-                what: format!(
-                    "continues an earlier chain (seq {}, prev {}…): the records before it were not given, so not checked",
-                    rec.seq,
-                    &rec.prev[..16]
-                ),
-            }),
-        }
-        if rec.kind == "checkpoint" {
-            let c = match checkpoint::claim(&rec.detail) {
-                Ok(c) => c,
-                Err(why) => return fail(&at, why),
-            };
-            if c.covers_seq != rec.seq.wrapping_sub(1) || c.covers_hash != rec.prev {
-                return fail(
-                    &at,
-                    format!(
-                        "checkpoint claims to cover seq {}, not the record before it (seq {})",
-                        c.covers_seq,
-                        rec.seq.wrapping_sub(1)
-                    ),
-                );
-            }
-            if let Some(key) = &self.opts.key {
-                if let Err(why) = checkpoint::check(&c, key) {
-                    return fail(&at, why);
-                }
-            }
-            self.report.checkpoints += 1;
-            self.report.last_checkpoint = Some(LastCheckpoint {
-                at: at.clone(),
-                seq: rec.seq,
-                covers_seq: c.covers_seq,
-                key_id: c.key_id,
-            });
-            self.uncovered = None;
-        } else {
-            match &mut self.uncovered {
-                Some(u) => {
-                    u.last_seq = rec.seq;
-                    u.count += 1;
-                    u.to = at.clone();
-                }
-                None => {
-                    self.uncovered = Some(Uncovered {
-                        first_seq: rec.seq,
-                        last_seq: rec.seq,
-                        count: 1,
-                        from: at.clone(),
-                        to: at.clone(),
-                    })
-                }
-            }
-        }
-        let r = &mut self.report;
-        r.records += 1;
-        r.first_seq.get_or_insert(rec.seq);
-        r.last_seq = Some(rec.seq);
-        r.head = Some(hash.clone());
-        self.before_last = self.prev.take().map(|p| p.kind);
-        self.prev = Some(Prev {
-            seq: rec.seq,
-            hash,
-            at,
-            kind: rec.kind,
-        });
-        Ok(())
+        self.problems.is_empty()
     }
 
-    fn finish(&mut self) -> Flow {
-        if let Some((first, _, why)) = self.damage.first() {
-            return fail(
-                first,
-                format!("not an alert record ({why}), and no record after it acknowledges it: the log was damaged or cut here"),
-            );
-        }
-        if self.opts.key.is_none() {
-            return Ok(());
-        }
-        let end = self.last_place.clone().unwrap_or(Place {
-            file: self.report.files.last().cloned().unwrap_or_default(),
-            line: 0,
-        });
-        if self.report.checkpoints == 0 {
-            return fail(
-                &end,
-                "no checkpoint in the log: nothing in it is signed (was the daemon given a signing key?)",
-            );
-        }
-        if let Some(p) = &self.prev {
-            if p.kind == "stopped" {
-                return fail(
-                    &p.at,
-                    "the log ends with `stopped` but not with the checkpoint written right after it: its tail was cut",
-                );
-            }
-        }
-        if self.opts.stopped {
-            let ends_well = self.prev.as_ref().is_some_and(|p| p.kind == "checkpoint")
-                && self.before_last.as_deref() == Some("stopped");
-            if !ends_well {
-                let kind = self.prev.as_ref().map_or("nothing", |p| p.kind.as_str());
-                return fail(
-                    &end,
-                    format!(
-                        "the log of a stopped daemon must end with `stopped` and its checkpoint; it ends with `{kind}`: its tail was cut (or the daemon crashed or still runs)"
-                    ),
-                );
-            }
-        }
-        self.report.uncovered = self.uncovered.clone();
-        Ok(())
+    /// The first problem, in file order.
+    pub fn problem(&self) -> Option<&Finding> {
+        self.problems.first()
     }
 }
 
 /// Verify the files of one chain, oldest first. I/O errors (a missing file) are errors; a
-/// broken chain is a [`Report`] with a `problem`.
+/// broken chain is a [`Report`] with `problems`.
 pub fn verify_files(paths: &[PathBuf], opts: &Options) -> Result<Report> {
     if opts.stopped && opts.key.is_none() {
         return Err(Error::Usage(
             "checking that the log ends with a signed `stopped` needs a key".into(),
         ));
     }
-    let mut st = State {
+    let mut st = State::new(
         opts,
-        report: Report {
+        Report {
             files: paths
                 .iter()
                 .map(|p| p.as_os_str().as_bytes().to_vec())
@@ -376,18 +167,13 @@ pub fn verify_files(paths: &[PathBuf], opts: &Options) -> Result<Report> {
             signatures_checked: opts.key.is_some(),
             ..Report::default()
         },
-        prev: None,
-        damage: Vec::new(),
-        uncovered: None,
-        last_place: None,
-        before_last: None,
-    };
-    let mut flow = Ok(());
-    'files: for path in paths {
+    );
+    for path in paths {
         let name = path.as_os_str().as_bytes().to_vec();
         let f = std::fs::File::open(path).map_err(|e| Error::io("open alert log", &*name, e))?;
         let mut rd = std::io::BufReader::with_capacity(1 << 16, f);
         let mut buf = Vec::new();
+        let mut syslog = None;
         for n in 1u64.. {
             buf.clear();
             (&mut rd)
@@ -402,35 +188,30 @@ pub fn verify_files(paths: &[PathBuf], opts: &Options) -> Result<Report> {
                 break;
             }
             if buf.last() != Some(&b'\n') {
-                flow = fail(
-                    &at,
-                    if buf.len() as u64 > MAX_LINE {
-                        "line longer than 1 MiB: not an alert record".to_string()
-                    } else {
-                        "the last line has no newline: it was cut (truncated log, or a crash mid-write not yet recovered)".to_string()
-                    },
-                );
-                break 'files;
+                let what = if buf.len() as u64 > MAX_LINE {
+                    "line longer than 1 MiB: not an alert record; the rest of this file is not checked"
+                } else {
+                    "the last line has no newline: it was cut (truncated log, or a crash mid-write not yet recovered)"
+                };
+                st.problem(&at, what);
+                break;
             }
             buf.pop();
-            flow = st.line(at, &buf);
-            if flow.is_err() {
-                break 'files;
+            if *syslog.get_or_insert(buf.first() == Some(&b'<')) {
+                st.syslog_line(at, &buf)?;
+            } else {
+                st.record(at, &buf, Source::Jsonl);
             }
         }
     }
-    if flow.is_ok() {
-        flow = st.finish();
-    }
-    if let Err(problem) = flow {
-        st.report.problem = Some(problem);
-    }
+    st.finish();
     Ok(st.report)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::record::line_hash;
     use crate::alert::{Alert, AlertConfig, Alerter, Kind};
     use crate::baseline::diff::Severity;
     use std::path::Path;
@@ -463,7 +244,7 @@ mod tests {
         let p = t.path().join("a.jsonl");
         log(&p, 3);
         let r = check(&p);
-        assert!(r.intact(), "{:?}", r.problem);
+        assert!(r.intact(), "{:?}", r.problems);
         assert_eq!((r.records, r.first_seq, r.last_seq), (3, Some(1), Some(3)));
         assert!(r.notes.is_empty());
         let last = std::fs::read(&p).unwrap();
@@ -489,7 +270,7 @@ mod tests {
         let kept: Vec<&str> = text.lines().filter(|l| *l != "{\"ts").collect();
         std::fs::write(&p, kept.join("\n") + "\n").unwrap();
         let r = check(&p);
-        let pr = r.problem.unwrap();
+        let pr = r.problem().unwrap().clone();
         assert_eq!(pr.at.line, 2);
         assert!(
             pr.what.contains("acknowledges damaged lines"),
@@ -507,15 +288,65 @@ mod tests {
         let mut big = vec![b'x'; (MAX_LINE + 10) as usize];
         big.push(b'\n');
         std::fs::write(&p, &big).unwrap();
-        let pr = check(&p).problem.unwrap();
+        let pr = check(&p).problem().unwrap().clone();
         assert!(pr.what.contains("longer than 1 MiB"), "{}", pr.what);
         assert!(verify_files(
             std::slice::from_ref(&p),
             &Options {
-                key: None,
-                stopped: true
+                stopped: true,
+                ..Options::default()
             }
         )
         .is_err());
+    }
+
+    fn as_syslog(host: &str, jsonl: &Path) -> Vec<String> {
+        std::fs::read_to_string(jsonl)
+            .unwrap()
+            .lines()
+            .map(|l| format!("<86>1 2026-01-01T00:00:00Z {host} kmsentry 1 modified - {l}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_receivers_file_counts_duplicates_once_and_keeps_hosts_apart() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a.jsonl"), t.path().join("b.jsonl"));
+        log(&a, 4);
+        log(&b, 2);
+        let la = as_syslog("web1", &a);
+        // A reconnect resent records 2-3; another program's line in between.
+        let mut lines = la.clone();
+        lines.insert(3, "<13>1 - web1 sshd 9 - - Accepted publickey".into());
+        lines.extend_from_slice(&la[1..3]);
+        let f = t.path().join("received.log");
+        std::fs::write(&f, lines.join("\n") + "\n").unwrap();
+        let r = check(&f);
+        assert!(r.intact(), "{:?}", r.problems);
+        assert_eq!((r.records, r.duplicates, r.foreign), (4, 2, 1));
+        assert_eq!(r.host.as_deref(), Some("web1"));
+        // In the JSONL log the same copy is an insertion.
+        let mut j: Vec<String> = std::fs::read_to_string(&a)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        j.push(j[1].clone());
+        std::fs::write(&a, j.join("\n") + "\n").unwrap();
+        assert!(!check(&a).intact());
+        // Two hosts' chains in one file: pick one with --host.
+        lines.extend(as_syslog("db1", &b));
+        std::fs::write(&f, lines.join("\n") + "\n").unwrap();
+        let e = verify_files(std::slice::from_ref(&f), &Options::default()).unwrap_err();
+        assert!(e.to_string().contains("more than one host"), "{e}");
+        let only = |h: &str| Options {
+            host: Some(h.into()),
+            ..Options::default()
+        };
+        let r = verify_files(std::slice::from_ref(&f), &only("db1")).unwrap();
+        assert!(r.intact(), "{:?}", r.problems);
+        assert_eq!(r.records, 2);
+        let r = verify_files(std::slice::from_ref(&f), &only("web1")).unwrap();
+        assert!(r.intact() && r.records == 4);
     }
 }

@@ -1,5 +1,6 @@
-//! `kmsentry log verify F [F…] [--key PUB] [--stopped] [--format human|json]`: check an alert
-//! log's hash chain (and signed checkpoints); exit 0 intact, 3 broken, 2 usage.
+//! `kmsentry log verify F [F…] [--key PUB] [--stopped] [--host H] [--format human|json]`:
+//! check an alert log's hash chain (and signed checkpoints), the daemon's JSONL file or what a
+//! syslog receiver stored; every break is listed; exit 0 intact, 3 broken, 2 usage.
 
 use super::emit;
 use crate::alert::verify::{verify_files, Finding, Options, Place, Report};
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub(crate) struct VerifyArgs {
-    /// The files of one chain, oldest first (e.g. `alerts.jsonl.2 alerts.jsonl.1 alerts.jsonl`).
+    /// The files of one chain, oldest first (e.g. `alerts.jsonl.2 alerts.jsonl.1 alerts.jsonl`):
+    /// the daemon's JSONL log, or the RFC 5424 lines a syslog receiver stored (rsyslog's
+    /// `RSYSLOG_SyslogProtocol23Format`).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Check every checkpoint's signature with this ed25519 public key (`K.pub` from
@@ -24,6 +27,10 @@ pub(crate) struct VerifyArgs {
     /// checkpoint, so any cut of its tail is found (needs --key).
     #[arg(long, requires = "key")]
     stopped: bool,
+    /// In a receiver's file holding several hosts' records, check this host's chain (the
+    /// syslog HOSTNAME); other lines are skipped.
+    #[arg(long, value_name = "HOSTNAME")]
+    host: Option<String>,
     /// Output format.
     #[arg(long, short = 'f', value_enum, default_value_t = Format::Human)]
     format: Format,
@@ -44,6 +51,7 @@ pub(crate) fn verify(a: &VerifyArgs) -> Result<ExitCode> {
     let opts = Options {
         key,
         stopped: a.stopped,
+        host: a.host.clone(),
     };
     let report = verify_files(&a.files, &opts)?;
     let out = match a.format {
@@ -70,24 +78,40 @@ fn human(r: &Report) -> String {
         (Some(a), Some(b)) => format!(" (seq {a}–{b})"),
         _ => String::new(),
     };
-    if let Some(p) = &r.problem {
+    let host = r
+        .host
+        .as_ref()
+        .map(|h| format!(" of host {}", Name(h.as_bytes())))
+        .unwrap_or_default();
+    for p in &r.problems {
         let _ = writeln!(s, "{p}");
+    }
+    if r.intact() {
         let _ = writeln!(
             s,
-            "{}: BROKEN: {} record(s) chain correctly before that line{seqs}",
-            files.join(", "),
-            r.records
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "{}: intact: {} record(s){seqs}{}",
+            "{}: intact: {} record(s){host}{seqs}{}",
             files.join(", "),
             r.records,
             r.head
                 .as_ref()
                 .map(|h| format!(", head {}", &h[..16]))
                 .unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "{}: BROKEN: {} problem(s); {} of {} record(s){host} verified{seqs}",
+            files.join(", "),
+            r.problems.len(),
+            r.verified,
+            r.records
+        );
+    }
+    if r.foreign > 0 {
+        let _ = writeln!(
+            s,
+            "  skipped {} line(s) of other programs or hosts",
+            r.foreign
         );
     }
     for n in &r.notes {
@@ -106,7 +130,7 @@ fn human(r: &Report) -> String {
                 let _ = writeln!(s, "  signed: no checkpoint");
             }
         }
-        if r.problem.is_none() {
+        if r.intact() {
             match &r.uncovered {
                 Some(u) => {
                     let _ = writeln!(
@@ -143,10 +167,15 @@ fn to_json(r: &Report) -> Value {
         "intact": r.intact(),
         "files": r.files.iter().map(|f| JsonName(f).text().into_owned()).collect::<Vec<_>>(),
         "records": r.records,
+        "verified": r.verified,
+        "duplicates": r.duplicates,
+        "foreign": r.foreign,
+        "host": r.host,
         "first_seq": r.first_seq,
         "last_seq": r.last_seq,
         "head": r.head,
-        "problem": r.problem.as_ref().map(finding),
+        "problem": r.problem().map(finding),
+        "problems": r.problems.iter().map(finding).collect::<Vec<_>>(),
         "notes": r.notes.iter().map(finding).collect::<Vec<_>>(),
         "checkpoints": r.checkpoints,
         "signatures_checked": r.signatures_checked,

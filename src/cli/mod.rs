@@ -3,6 +3,7 @@
 
 mod audit;
 mod baseline;
+mod generate;
 mod key;
 mod log;
 mod policy;
@@ -72,7 +73,7 @@ enum Command {
     #[command(subcommand)]
     Key(KeyCmd),
     /// Run the daemon in the foreground: fanotify allow/deny, modifications, kernel denials.
-    Watch(watch::WatchArgs),
+    Watch(Box<watch::WatchArgs>),
     /// Ask the running daemon how it is doing.
     Status(watch::StatusArgs),
     /// Check alert logs.
@@ -83,6 +84,9 @@ enum Command {
     /// Check and prune the trusted store.
     #[command(subcommand)]
     Store(StoreCmd),
+    /// Write manual pages or shell completions (for packagers).
+    #[command(subcommand)]
+    Generate(generate::GenerateCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,7 +99,8 @@ enum StoreCmd {
 
 #[derive(Subcommand, Debug)]
 enum LogCmd {
-    /// Check an alert log's hash chain (and signed checkpoints); name the first broken line.
+    /// Check an alert log's hash chain (and signed checkpoints), the daemon's JSONL file or a
+    /// syslog receiver's RFC 5424 file; name every break.
     Verify(log::VerifyArgs),
 }
 
@@ -176,6 +181,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Restore(a) => restore::restore(&a, common),
         Command::Store(StoreCmd::Verify(a)) => store::verify(&a, common),
         Command::Store(StoreCmd::Gc(a)) => store::gc(&a, common),
+        Command::Generate(g) => generate::generate(&g),
     }
 }
 

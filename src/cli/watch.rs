@@ -29,9 +29,30 @@ pub(crate) struct WatchArgs {
     /// Also write alerts to stdout, one JSON object per line.
     #[arg(long)]
     stdout: bool,
-    /// Also send alerts as RFC 5424 syslog: `unix:/dev/log`, `udp:HOST:PORT`, `tcp:HOST:PORT`.
+    /// Also send alerts as RFC 5424 syslog: `unix:/dev/log`, `udp:HOST:PORT`, `tcp:HOST:PORT`,
+    /// or `tls:HOST:PORT` (RFC 5425 with a client certificate, through an on-disk queue; needs
+    /// --syslog-ca, --syslog-cert and --syslog-key).
     #[arg(long, value_name = "TARGET")]
     syslog: Vec<SyslogTarget>,
+    /// CA certificates (PEM) a `tls:` receiver's certificate must chain to.
+    #[arg(long, value_name = "CA.pem")]
+    syslog_ca: Option<PathBuf>,
+    /// Client certificate (PEM chain) presented to a `tls:` receiver.
+    #[arg(long, value_name = "CERT.pem")]
+    syslog_cert: Option<PathBuf>,
+    /// Private key (PEM) of --syslog-cert.
+    #[arg(long, value_name = "KEY.pem")]
+    syslog_key: Option<PathBuf>,
+    /// Name the `tls:` receiver's certificate must carry (default: the HOST of the target).
+    #[arg(long, value_name = "NAME")]
+    syslog_server_name: Option<String>,
+    /// Directory of the on-disk queues for `tls:` receivers (one subdirectory per target).
+    #[arg(long, value_name = "DIR", default_value = crate::alert::tls::DEFAULT_QUEUE_DIR)]
+    syslog_queue: PathBuf,
+    /// Bound of each `tls:` queue: past it, one `health` alert, then the oldest undelivered
+    /// records are dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::alert::tls::DEFAULT_QUEUE_BYTES)]
+    syslog_queue_max_bytes: u64,
     /// Also send alerts to the systemd journal.
     #[arg(long)]
     journald: bool,
@@ -73,12 +94,52 @@ pub(crate) struct WatchArgs {
     /// Do not use the kernel audit subsystem (kernel access denials are then not reported).
     #[arg(long)]
     no_audit: bool,
+    /// Apply the systemd unit's sandbox in the daemon itself (capabilities, umask,
+    /// no_new_privs and the seccomp allow-list of `packaging/kmsentry.service`): `enforce`
+    /// fails other system calls with EPERM, `kill` kills the daemon (for tests).
+    #[arg(long, value_enum, env = "KMSENTRY_SECCOMP", default_value_t = crate::sandbox::Mode::Off)]
+    seccomp: crate::sandbox::Mode,
     /// Stop after this many seconds (for tests and benchmarks).
     #[arg(long, hide = true)]
     run_for: Option<f64>,
 }
 
+/// Give every `tls:` target its certificates and queue, and check them before starting.
+fn syslog_targets(a: &WatchArgs) -> Result<Vec<SyslogTarget>> {
+    let mut out = Vec::with_capacity(a.syslog.len());
+    for t in &a.syslog {
+        let mut t = t.clone();
+        if let SyslogTarget::Tls(tls) = &mut t {
+            tls.ca = a.syslog_ca.clone().unwrap_or_default();
+            tls.cert = a.syslog_cert.clone().unwrap_or_default();
+            tls.key = a.syslog_key.clone().unwrap_or_default();
+            tls.server_name = a.syslog_server_name.clone();
+            tls.queue_dir = tls.queue_under(&a.syslog_queue);
+            if a.syslog_queue_max_bytes < 4096 {
+                return Err(crate::error::Error::Usage(
+                    "--syslog-queue-max-bytes: give at least 4096".into(),
+                ));
+            }
+            tls.queue_max_bytes = a.syslog_queue_max_bytes;
+            tls.check()?;
+        }
+        out.push(t);
+    }
+    if out.iter().all(|t| !matches!(t, SyslogTarget::Tls(_)))
+        && (a.syslog_ca.is_some() || a.syslog_cert.is_some() || a.syslog_key.is_some())
+    {
+        return Err(crate::error::Error::Usage(
+            "--syslog-ca/--syslog-cert/--syslog-key are for a `--syslog tls:HOST:PORT` receiver, and none is given".into(),
+        ));
+    }
+    Ok(out)
+}
+
 pub(crate) fn watch(a: &WatchArgs, common: Common) -> Result<ExitCode> {
+    let syslog = syslog_targets(a)?;
+    // Before the daemon starts any thread, so every thread runs under it.
+    let inet = a.metrics.is_some() || syslog.iter().any(|t| !matches!(t, SyslogTarget::Unix(_)));
+    crate::sandbox::apply(a.seccomp, inet)?;
     let cfg = daemon::Config {
         policy: a.policy.clone(),
         db: a.db.clone(),
@@ -91,7 +152,7 @@ pub(crate) fn watch(a: &WatchArgs, common: Common) -> Result<ExitCode> {
             max_bytes: a.alerts_max_bytes,
             keep: a.alerts_keep,
             stdout: a.stdout,
-            syslog: a.syslog.clone(),
+            syslog,
             journald: a.journald,
             sign_key: a.sign_key.clone(),
             checkpoint_every: a.sign_key.as_ref().map(|_| a.checkpoint_every),
