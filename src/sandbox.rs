@@ -185,6 +185,8 @@ pub const SYSCALLS: &[(&str, libc::c_long)] = syscalls![
     SYS_rt_sigprocmask,
     SYS_rt_sigreturn,
     SYS_rt_sigtimedwait,
+    // signalfd: the stop cause (signal and sender) is read from a signalfd
+    SYS_signalfd4,
     SYS_sigaltstack,
     SYS_kill,
     SYS_tgkill,
@@ -262,6 +264,9 @@ pub const CAPABILITIES: &[(&str, rustix::thread::CapabilitySet)] = {
         ("CAP_AUDIT_CONTROL", C::AUDIT_CONTROL),
         // read audit records from the multicast group
         ("CAP_AUDIT_READ", C::AUDIT_READ),
+        // fanotify_init(FAN_ENABLE_AUDIT): denials are answered FAN_DENY|FAN_AUDIT, so the
+        // kernel's record of a denial the daemon made is recognised (one alert per denial)
+        ("CAP_AUDIT_WRITE", C::AUDIT_WRITE),
         // O_NOATIME on files it does not own; restore: set modes, times and xattrs
         ("CAP_FOWNER", C::FOWNER),
         // restore: set owner and group
