@@ -24,10 +24,15 @@ mod acl;
 mod apply;
 mod plan;
 mod quarantine;
+mod reach;
+mod setattr;
+mod walk;
 
-pub use apply::{apply_item, inspect, open_dir_nofollow, plan, restore_entry, Hooks, PlanOptions};
+pub use apply::{apply_item, restore_entry, Hooks};
 pub use plan::{plan_item, Action, Method, Planned, UNRESTORABLE};
 pub use quarantine::Quarantine;
+pub use reach::{inspect, open_dir_nofollow};
+pub use walk::{plan, PlanOptions};
 
 use crate::baseline::diff::Status;
 use crate::baseline::{Entry, Hashes};
