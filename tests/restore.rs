@@ -638,3 +638,37 @@ fn restore_refuses_an_edited_signed_baseline() {
     );
     assert_eq!(listing(&env.root()), before);
 }
+
+#[test]
+fn more_files_than_one_batch_and_rebuilt_directories_with_their_children_all_come_back() {
+    // `restore` builds up to 256 entries, flushes, swaps them in and flushes again; entries
+    // under a directory rebuilt in the same run wait for the next batch. 300 tampered files,
+    // two removed directories (one inside the other) and a file in each: every one returns.
+    let env = setup();
+    for i in 0..300 {
+        env.write(
+            &format!("/etc/kms/many/d{}/f{i}.pem", i % 7),
+            format!("file {i}\n").as_bytes(),
+        );
+    }
+    env.write("/etc/kms/gone/a.pem", b"a");
+    env.write("/etc/kms/gone/inner/b.pem", b"b");
+    init_with_store(&env, &[]);
+    for i in 0..300 {
+        let p = format!("/etc/kms/many/d{}/f{i}.pem", i % 7);
+        env.write(&p, b"tampered\n");
+        env.chmod(&p, 0o666);
+    }
+    std::fs::remove_dir_all(env.at("/etc/kms/gone")).unwrap();
+    let r = restore(&env, &["--format", "json"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    verify_clean(&env);
+    assert_eq!(
+        std::fs::read(env.at("/etc/kms/gone/inner/b.pem")).unwrap(),
+        b"b"
+    );
+    assert_eq!(
+        std::fs::read(env.at("/etc/kms/many/d3/f3.pem")).unwrap(),
+        b"file 3\n"
+    );
+}

@@ -102,8 +102,9 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
         let q = Quarantine::new(&objects, &stamp)
             .map_err(|e| Error::io("open quarantine", objects.path().as_os_str().as_bytes(), e))?;
         let hooks = Hooks::default();
-        for (item, out) in plan.items.iter().zip(outcomes.iter_mut()) {
-            *out = Some(restore::apply_item(&root, Some(&objects), item, &q, &hooks));
+        let results = restore::apply_all(&root, Some(&objects), &plan.items, &q, &hooks);
+        for (r, out) in results.into_iter().zip(outcomes.iter_mut()) {
+            *out = Some(r);
         }
         q.sync()
             .map_err(|e| Error::io("sync quarantine", q.path().as_os_str().as_bytes(), e))?;

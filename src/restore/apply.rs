@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// A callback given the path being restored.
 pub type PathHook = Box<dyn Fn(&[u8]) + Send + Sync>;
@@ -83,6 +83,43 @@ fn now() -> String {
     format!("{:.6}", jiff::Timestamp::now())
 }
 
+/// How many items [`apply_all`] builds before one flush: each holds its parent directory open
+/// until it is swapped in, so this bounds the open descriptors.
+const BATCH: usize = 256;
+
+/// Where the durability points of an apply are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// `fsync` each built entry before its swap and its directory after (one item at a time:
+    /// the daemon, and [`apply_item`]).
+    PerEntry,
+    /// The caller flushes each file system once after building a batch and once after
+    /// swapping it ([`apply_all`]): two flushes per batch instead of two per entry. The order
+    /// is the same (content durable before it is renamed into place), so every entry still
+    /// lands whole.
+    Batch,
+}
+
+/// An item built under its temp name (or checked, for an in-place fix), not yet swapped in.
+struct Prepared {
+    dir: OwnedFd,
+    dir_id: (u64, u64),
+    cname: CString,
+    live: Option<Entry>,
+    stamp: String,
+    method: Method,
+    /// The temp entry and how to remove it again (replace and recreate only).
+    tmp: Option<(CString, AtFlags)>,
+}
+
+impl Prepared {
+    fn remove_tmp(&self) {
+        if let Some((tmp, flags)) = &self.tmp {
+            let _ = rustix::fs::unlinkat(&self.dir, tmp.as_c_str(), *flags);
+        }
+    }
+}
+
 /// Apply one planned item. Re-checks the parent against the plan, builds the new entry under a
 /// temp name, swaps it in, quarantines what it displaced, and inspects the result.
 pub fn apply_item(
@@ -92,6 +129,128 @@ pub fn apply_item(
     quarantine: &Quarantine,
     hooks: &Hooks,
 ) -> Result<Restored, RestoreError> {
+    let p = prepare(root, store, item, quarantine, Durability::PerEntry)?;
+    finish(root, item, p, quarantine, hooks, Durability::PerEntry)
+}
+
+/// Apply every item of a plan, in order, with the same checks as [`apply_item`] but batched
+/// durability: up to [`BATCH`] entries are built, each file system they touch is flushed once
+/// (`syncfs`), they are swapped in, and each file system is flushed again. An item under a
+/// directory that an earlier item of the batch rebuilds waits for the next batch (it must
+/// reach the new directory). One result per item, in order.
+pub fn apply_all(
+    root: &Root,
+    store: Option<&ObjectStore>,
+    items: &[PlanItem],
+    quarantine: &Quarantine,
+    hooks: &Hooks,
+) -> Vec<Result<Restored, RestoreError>> {
+    let mut out: Vec<Option<Result<Restored, RestoreError>>> = items.iter().map(|_| None).collect();
+    let mut batch: Vec<(usize, Prepared)> = Vec::new();
+    let mut rebuilt: Vec<&[u8]> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let under_rebuilt = rebuilt.iter().any(|d| is_under(&item.base.path, d));
+        if batch.len() >= BATCH || under_rebuilt {
+            flush_batch(root, items, &mut batch, &mut out, quarantine, hooks);
+            rebuilt.clear();
+        }
+        match prepare(root, store, item, quarantine, Durability::Batch) {
+            Ok(p) => {
+                if item.base.ftype == FileType::Dir && p.tmp.is_some() {
+                    rebuilt.push(&item.base.path);
+                }
+                batch.push((i, p));
+            }
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    flush_batch(root, items, &mut batch, &mut out, quarantine, hooks);
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(RestoreError::Refused("not applied".into()))))
+        .collect()
+}
+
+/// `path` lies strictly beneath the directory `dir`.
+fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    path.len() > dir.len()
+        && path.starts_with(dir)
+        && (dir == b"/" || path.get(dir.len()) == Some(&b'/'))
+}
+
+/// Flush what `batch` built, swap each in, flush again.
+fn flush_batch(
+    root: &Root,
+    items: &[PlanItem],
+    batch: &mut Vec<(usize, Prepared)>,
+    out: &mut [Option<Result<Restored, RestoreError>>],
+    quarantine: &Quarantine,
+    hooks: &Hooks,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    // One descriptor per file system the batch touches, kept for the flush after the swaps.
+    let mut seen = HashSet::new();
+    let mut file_systems = Vec::new();
+    for (_, p) in batch.iter() {
+        if seen.insert(p.dir_id.0) {
+            match rustix::io::fcntl_dupfd_cloexec(&p.dir, 0) {
+                Ok(fd) => file_systems.push(fd),
+                Err(e) => {
+                    let e = RestoreError::io("keep a directory open", e);
+                    for (i, p) in batch.drain(..) {
+                        p.remove_tmp();
+                        out[i] = Some(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    let sync = || -> Result<(), RestoreError> {
+        for fd in &file_systems {
+            rustix::fs::syncfs(fd).map_err(|e| RestoreError::io("sync file system", e))?;
+        }
+        Ok(())
+    };
+    if let Err(e) = sync() {
+        for (i, p) in batch.drain(..) {
+            p.remove_tmp();
+            out[i] = Some(Err(e.clone()));
+        }
+        return;
+    }
+    let mut swapped = Vec::with_capacity(batch.len());
+    for (i, p) in batch.drain(..) {
+        out[i] = Some(finish(
+            root,
+            &items[i],
+            p,
+            quarantine,
+            hooks,
+            Durability::Batch,
+        ));
+        swapped.push(i);
+    }
+    if let Err(e) = sync() {
+        // In place, but not known to be durable: say so rather than claim success.
+        for i in swapped {
+            if matches!(out[i], Some(Ok(_))) {
+                out[i] = Some(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// First half of an apply: re-check the parent, then build the new entry under a temp name
+/// (replace, recreate) or check the live entry is still what the plan saw (in place).
+fn prepare(
+    root: &Root,
+    store: Option<&ObjectStore>,
+    item: &PlanItem,
+    quarantine: &Quarantine,
+    durability: Durability,
+) -> Result<Prepared, RestoreError> {
     let planned = item.planned.clone()?;
     let base = &item.base;
     let (pdir, name) = split_parent(&base.path);
@@ -104,29 +263,20 @@ pub fn apply_item(
             Name(pdir)
         )));
     }
-    let unswapped = || -> Result<(), RestoreError> {
-        match walk_dir(root, pdir).map(|d| dev_ino(d.as_fd())) {
-            Ok(Ok(id)) if id == dir_id => Ok(()),
-            Ok(Ok(_)) => Err(RestoreError::Refused(format!(
-                "{} was replaced by another directory during the restore",
-                Name(pdir)
-            ))),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(RestoreError::Refused(format!(
-                "{} was swapped during the restore: {}",
-                Name(pdir),
-                RestoreError::from(e)
-            ))),
-        }
-    };
     let live = inspect(dir.as_fd(), &cname, &base.path, &item.group, item.class)
         .map_err(|e| RestoreError::io("inspect", e))?;
-    let before = live.as_ref().and_then(|l| l.hashes);
-    let stamp = now();
-    let quarantined;
+    let mut p = Prepared {
+        dir,
+        dir_id,
+        cname,
+        live,
+        stamp: now(),
+        method: planned.method,
+        tmp: None,
+    };
     match planned.method {
         Method::InPlace => {
-            let l = live.ok_or_else(|| {
+            let l = p.live.as_ref().ok_or_else(|| {
                 RestoreError::Refused("the entry vanished since the plan; plan again".into())
             })?;
             if l.ftype != base.ftype || (base.ftype == FileType::File && l.hashes != base.hashes) {
@@ -134,20 +284,10 @@ pub fn apply_item(
                     "the entry's type or content changed since the plan; plan again".into(),
                 ));
             }
-            if let Some(h) = &hooks.before_swap {
-                h(&base.path);
-            }
-            unswapped()?;
-            quarantined = Some(
-                quarantine
-                    .record(&l, &stamp)
-                    .map_err(|e| RestoreError::io("write quarantine record", e))?,
-            );
-            fix_in_place(dir.as_fd(), &cname, base, &l)?;
         }
         Method::Recreate | Method::Replace => {
-            if live.as_ref().is_some_and(|l| l.ftype == FileType::Dir)
-                && !quarantine.same_fs(dir.as_fd())
+            if p.live.as_ref().is_some_and(|l| l.ftype == FileType::Dir)
+                && !quarantine.same_fs(p.dir.as_fd())
             {
                 return Err(RestoreError::Unsupported(
                     "the directory in the way cannot be moved into quarantine on another file system"
@@ -156,57 +296,106 @@ pub fn apply_item(
             }
             let tmp = CString::new(tmp_name("kmsentry-restore"))
                 .map_err(|_| RestoreError::Refused("temp name".into()))?;
-            let remove_tmp = |flags| {
-                let _ = rustix::fs::unlinkat(&dir, tmp.as_c_str(), flags);
-            };
             let rmflags = if base.ftype == FileType::Dir {
                 AtFlags::REMOVEDIR
             } else {
                 AtFlags::empty()
             };
-            if let Err(e) = build(dir.as_fd(), &tmp, base, store) {
-                remove_tmp(rmflags);
-                return Err(e);
+            p.tmp = Some((tmp, rmflags));
+            if let Some((tmp, _)) = &p.tmp {
+                if let Err(e) = build(
+                    p.dir.as_fd(),
+                    tmp,
+                    base,
+                    store,
+                    durability == Durability::PerEntry,
+                ) {
+                    p.remove_tmp();
+                    return Err(e);
+                }
             }
+        }
+    }
+    Ok(p)
+}
+
+/// Second half of an apply: prove the parent was not swapped, put the entry in place,
+/// quarantine what it displaced, and inspect the result.
+fn finish(
+    root: &Root,
+    item: &PlanItem,
+    p: Prepared,
+    quarantine: &Quarantine,
+    hooks: &Hooks,
+    durability: Durability,
+) -> Result<Restored, RestoreError> {
+    let base = &item.base;
+    let (pdir, _) = split_parent(&base.path);
+    let unswapped = || parent_unchanged(root, pdir, p.dir_id);
+    let dir = p.dir.as_fd();
+    let cname = p.cname.as_c_str();
+    let before = p.live.as_ref().and_then(|l| l.hashes);
+    let quarantined;
+    match &p.tmp {
+        None => {
+            let Some(l) = &p.live else {
+                return Err(RestoreError::Refused(
+                    "the entry vanished since the plan; plan again".into(),
+                ));
+            };
+            if let Some(h) = &hooks.before_swap {
+                h(&base.path);
+            }
+            unswapped()?;
+            quarantined = Some(
+                quarantine
+                    .record(l, &p.stamp)
+                    .map_err(|e| RestoreError::io("write quarantine record", e))?,
+            );
+            fix_in_place(dir, cname, base, l)?;
+        }
+        Some((tmp, _)) => {
             if let Some(h) = &hooks.before_swap {
                 h(&base.path);
             }
             if let Err(e) = unswapped() {
-                remove_tmp(rmflags);
+                p.remove_tmp();
                 return Err(e);
             }
-            let exchanged = match swap_in(dir.as_fd(), &tmp, &cname, live.is_some()) {
+            let exchanged = match swap_in(dir, tmp, cname, p.live.is_some()) {
                 Ok(x) => x,
                 Err(e) => {
-                    remove_tmp(rmflags);
+                    p.remove_tmp();
                     return Err(e);
                 }
             };
             quarantined = if exchanged {
                 // What was there now sits under the temp name: record what it really is (it
                 // may differ from what the plan saw) and move it aside.
-                let displaced = inspect(dir.as_fd(), &tmp, &base.path, &item.group, item.class)
+                let displaced = inspect(dir, tmp, &base.path, &item.group, item.class)
                     .map_err(|e| RestoreError::io("inspect displaced entry", e))?;
                 match displaced {
-                    Some(d) => Some(quarantine.keep(dir.as_fd(), &tmp, &d, &stamp).map_err(
-                        |e| RestoreError::Io {
+                    Some(d) => Some(quarantine.keep(dir, tmp, &d, &p.stamp).map_err(|e| {
+                        RestoreError::Io {
                             op: "quarantine",
                             msg: format!(
                                 "restored, but the tampered version stays beside it as {}: {e}",
                                 Name(tmp.to_bytes())
                             ),
-                        },
-                    )?),
+                        }
+                    })?),
                     None => None,
                 }
             } else {
                 None
             };
-            rustix::fs::fsync(&dir).map_err(|e| RestoreError::io("sync directory", e))?;
+            if durability == Durability::PerEntry {
+                rustix::fs::fsync(dir).map_err(|e| RestoreError::io("sync directory", e))?;
+            }
         }
     }
     unswapped()?;
-    let after = inspect(dir.as_fd(), &cname, &base.path, &item.group, item.class)
+    let after = inspect(dir, cname, &base.path, &item.group, item.class)
         .map_err(|e| RestoreError::io("inspect restored entry", e))?
         .ok_or_else(|| RestoreError::Refused("the restored entry vanished".into()))?;
     let left: Vec<&'static str> = diff(base, &after, item.compare)
@@ -218,12 +407,30 @@ pub fn apply_item(
     }
     Ok(Restored {
         path: base.path.clone(),
-        method: Some(planned.method),
+        method: Some(p.method),
         changes: item.changes.clone(),
         before,
         after: after.hashes,
         quarantined,
     })
+}
+
+/// The parent `pdir` is still, reached again from the root without following a symlink, the
+/// directory `dir_id` the item was built in.
+fn parent_unchanged(root: &Root, pdir: &[u8], dir_id: (u64, u64)) -> Result<(), RestoreError> {
+    match walk_dir(root, pdir).map(|d| dev_ino(d.as_fd())) {
+        Ok(Ok(id)) if id == dir_id => Ok(()),
+        Ok(Ok(_)) => Err(RestoreError::Refused(format!(
+            "{} was replaced by another directory during the restore",
+            Name(pdir)
+        ))),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(RestoreError::Refused(format!(
+            "{} was swapped during the restore: {}",
+            Name(pdir),
+            RestoreError::from(e)
+        ))),
+    }
 }
 
 /// Rename `tmp` onto `name` atomically. Returns whether something was displaced (it is then
@@ -260,11 +467,14 @@ pub(super) fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> Vec<u8> {
 }
 
 /// Build `base` as `dir/tmp` with every attribute, content streamed from the store.
+/// With `durable`, each file and directory built is `fsync`ed here; otherwise the caller
+/// flushes its file system before the swap.
 fn build(
     dir: BorrowedFd<'_>,
     tmp: &CStr,
     base: &Entry,
     store: Option<&ObjectStore>,
+    durable: bool,
 ) -> Result<(), RestoreError> {
     let io = RestoreError::io;
     match base.ftype {
@@ -289,7 +499,9 @@ fn build(
             })?;
             set_attrs_fd(f.as_fd(), base, true, true, true)?;
             set_mtime(f.as_fd(), base);
-            f.sync_all().map_err(|e| RestoreError::io("sync", e))?;
+            if durable {
+                f.sync_all().map_err(|e| RestoreError::io("sync", e))?;
+            }
         }
         FileType::Dir => {
             rustix::fs::mkdirat(dir, tmp, Mode::from_raw_mode(0o700))
@@ -303,7 +515,9 @@ fn build(
             .map_err(|e| io("open directory", e))?;
             set_attrs_fd(fd.as_fd(), base, true, true, true)?;
             set_mtime(fd.as_fd(), base);
-            rustix::fs::fsync(&fd).map_err(|e| io("sync", e))?;
+            if durable {
+                rustix::fs::fsync(&fd).map_err(|e| io("sync", e))?;
+            }
         }
         FileType::Symlink => {
             let target = base

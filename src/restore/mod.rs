@@ -28,7 +28,7 @@ mod reach;
 mod setattr;
 mod walk;
 
-pub use apply::{apply_item, restore_entry, Hooks};
+pub use apply::{apply_all, apply_item, restore_entry, Hooks};
 pub use plan::{plan_item, Action, Method, Planned, UNRESTORABLE};
 pub use quarantine::Quarantine;
 pub use reach::{inspect, open_dir_nofollow};

@@ -69,11 +69,7 @@ pub(super) fn set_attrs_child(
     Ok(())
 }
 
-fn set_acl(
-    fd: BorrowedFd<'_>,
-    name: &CStr,
-    text: Option<&str>,
-) -> Result<(), RestoreError> {
+fn set_acl(fd: BorrowedFd<'_>, name: &CStr, text: Option<&str>) -> Result<(), RestoreError> {
     match text {
         Some(t) => {
             let v = super::acl::encode(t).ok_or_else(|| {
