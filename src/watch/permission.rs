@@ -9,8 +9,8 @@
 //! in [`Waiting`] for the `exe-hash` thread and answered per `--on-stall` if that takes
 //! longer than `--stall`.
 //! Must not: do any file I/O, hashing, NSS lookup or alert I/O before the answer; block on a
-//! channel; take a lock that slow code holds across I/O. The opener and possibly journald
-//! or the alert sinks' own opens wait on this thread.
+//! channel; take a lock that slow code holds across I/O. The opener waits on this thread,
+//! and so may the processes the alert sinks depend on (journald, a local syslog daemon).
 
 use super::exe::HashJob;
 use super::fanotify::PermGroup;
