@@ -98,7 +98,7 @@ impl Checker {
                 .map(|d| d.saturating_duration_since(now))
                 .unwrap_or(Duration::from_millis(100))
                 .min(Duration::from_millis(100));
-            let wait = if self.marks.changed || self.drift.dirty {
+            let wait = if self.marks.changed || self.drift.is_dirty() {
                 wait.min(AUDIT_UPDATE_EVERY)
             } else {
                 wait

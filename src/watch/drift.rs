@@ -21,13 +21,13 @@ const REPORTED_SAVE_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Drift {
     /// Last observed state of paths that differ from the baseline (`None`: absent while the
     /// baseline has it). A path not here is as baselined.
-    pub observed: HashMap<Vec<u8>, Option<Entry>>,
+    observed: HashMap<Vec<u8>, Option<Entry>>,
     /// What was last reported per drifted path, as persisted for the next run.
-    pub reported: HashMap<Vec<u8>, Reported>,
+    reported: HashMap<Vec<u8>, Reported>,
     /// `reported` was loaded from an earlier run (so `reconciled` can say what it knew).
-    pub reported_known: bool,
+    reported_known: bool,
     path: PathBuf,
-    pub dirty: bool,
+    dirty: bool,
     saved: Instant,
     /// How long after a save the next may come.
     wait: Duration,
@@ -80,6 +80,45 @@ impl Drift {
             },
         );
         self.observed.insert(path.to_vec(), live);
+    }
+
+    /// Start over from a full comparison with the baseline: forget what was observed, and
+    /// hand back what was reported so far (to be matched against the new findings), with
+    /// whether it is known from an earlier run, which only a reporting reconcile says.
+    pub fn restart(&mut self, report: bool) -> (HashMap<Vec<u8>, Reported>, bool) {
+        self.observed.clear();
+        self.dirty = true;
+        let known = std::mem::replace(&mut self.reported_known, true) && report;
+        (std::mem::take(&mut self.reported), known)
+    }
+
+    /// Record a finding of that comparison: `path` is `live` now, reported as `reported`.
+    pub fn found(&mut self, path: Vec<u8>, live: Option<Entry>, reported: Reported) {
+        self.reported.insert(path.clone(), reported);
+        self.observed.insert(path, live);
+    }
+
+    /// Something changed since the last save.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// `path` was last seen absent while the baseline has it.
+    pub fn known_absent(&self, path: &[u8]) -> bool {
+        matches!(self.observed.get(path), Some(None))
+    }
+
+    /// The drifted paths that were last seen present.
+    pub fn present(&self) -> impl Iterator<Item = &[u8]> {
+        self.observed
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(p, _)| p.as_slice())
+    }
+
+    /// How many paths differ from the baseline now.
+    pub fn len(&self) -> usize {
+        self.observed.len()
     }
 
     /// A save may go now.

@@ -332,3 +332,54 @@ impl Marker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CompiledPolicy {
+        crate::policy::parse_str(
+            "version: 1\ngroups:\n\
+             \x20 - name: keys\n    class: private-key\n    paths: [/k]\n    access: {mode: enforce, allow: [{exe: /usr/bin/true}]}\n\
+             \x20 - name: seen\n    class: private-key\n    paths: [/s]\n    access: {mode: audit, allow: [{exe: /usr/bin/true}]}\n\
+             \x20 - name: libs\n    class: provider-binary\n    paths: [/p]\n    access: {mode: enforce, allow: [{exe: /usr/bin/true}]}\n\
+             \x20 - name: conf\n    class: kms-config\n    paths: [/c]\n",
+            b"t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn permission_marks_go_on_files_of_enforce_and_audit_groups_only() {
+        let p = policy();
+        let g = |n: &str| p.group(n);
+        let open = libc::FAN_OPEN_PERM as u32;
+        let exec = libc::FAN_OPEN_EXEC_PERM as u32;
+        assert_eq!(marks_for(FileType::File, g("keys")).perm, open);
+        assert_eq!(marks_for(FileType::File, g("seen")).perm, open);
+        assert_eq!(marks_for(FileType::File, g("libs")).perm, open | exec);
+        assert_eq!(marks_for(FileType::File, g("conf")).perm, 0);
+        assert_eq!(marks_for(FileType::File, None).perm, 0);
+        // Directories: namespace events only, never a permission mark, whatever the group.
+        for n in ["keys", "libs", "conf"] {
+            let m = marks_for(FileType::Dir, g(n));
+            assert_eq!((m.notify, m.perm), (NOTIFY_DIR, 0), "{n}");
+        }
+        // Files are watched for content and attribute changes.
+        assert_eq!(marks_for(FileType::File, g("conf")).notify, NOTIFY_FILE);
+    }
+
+    #[test]
+    fn symlinks_and_special_files_are_never_marked() {
+        let p = policy();
+        for t in [
+            FileType::Symlink,
+            FileType::Fifo,
+            FileType::Socket,
+            FileType::CharDevice,
+            FileType::BlockDevice,
+        ] {
+            assert_eq!(marks_for(t, p.group("keys")), Marks::default(), "{t:?}");
+        }
+    }
+}

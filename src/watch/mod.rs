@@ -12,8 +12,8 @@
 //!    ([`kernel_audit`]); then `started`.
 //! 1. **Permission events** ([`permission`], thread `perm`): fd → group by the event fd's
 //!    inode (the narrow-inode index of [`marks`]) → opener from `/proc` ([`identity`]) and the
-//!    executable cache ([`exe`]) → [`crate::decide::decide`] → the answer, before any I/O
-//!    → the `access` alert ([`access`]) queued. A verdict that needs an executable hash goes
+//!    executable cache ([`exe`]) → [`crate::decide::decide`] → the answer (no file, alert
+//!    or NSS I/O before it) → the `access` alert ([`access`]) queued. A verdict that needs an executable hash goes
 //!    to the `exe-hash` thread ([`exe`]), which answers it; one that takes longer than
 //!    `--stall` is answered per `--on-stall`.
 //! 2. **Notifications** ([`notify`], thread `notify`): FID records → watched paths

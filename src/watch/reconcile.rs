@@ -135,10 +135,7 @@ impl Checker {
             }
             Ok(())
         })?;
-        self.drift.observed.clear();
-        let mut before = std::mem::take(&mut self.drift.reported);
-        self.drift.dirty = true;
-        let known = std::mem::replace(&mut self.drift.reported_known, true) && report;
+        let (mut before, known) = self.drift.restart(report);
         let now = crate::alert::record::now_ts();
         let n = findings.len();
         for f in findings {
@@ -175,14 +172,11 @@ impl Checker {
                     }
                 }
             }
-            self.drift.reported.insert(
-                f.path.clone(),
-                earlier.unwrap_or(Reported {
-                    state,
-                    ts: now.clone(),
-                }),
-            );
-            self.drift.observed.insert(f.path, f.live.map(|b| *b));
+            let reported = earlier.unwrap_or(Reported {
+                state,
+                ts: now.clone(),
+            });
+            self.drift.found(f.path, f.live.map(|b| *b), reported);
         }
         // Reported as drifted by an earlier run, as baselined now: put back while down.
         if known {
@@ -229,16 +223,14 @@ impl Checker {
         );
         // Baselined or drifted paths that are gone.
         let _ = self.store.for_each_entry(|e| {
-            if !seen.contains(&self.shared, &e.path)
-                && !matches!(self.drift.observed.get(&e.path), Some(None))
-            {
+            if !seen.contains(&self.shared, &e.path) && !self.drift.known_absent(&e.path) {
                 touches.push(e.path);
             }
             Ok(())
         });
-        for (p, v) in &self.drift.observed {
-            if v.is_some() && !seen.contains(&self.shared, p) {
-                touches.push(p.clone());
+        for p in self.drift.present() {
+            if !seen.contains(&self.shared, p) {
+                touches.push(p.to_vec());
             }
         }
         touches.sort();

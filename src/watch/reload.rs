@@ -105,7 +105,7 @@ impl Checker {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("reconcile after reload: {e}");
-                self.drift.observed.len()
+                self.drift.len()
             }
         };
         self.audit.send_now(&self.shared);
