@@ -59,7 +59,6 @@ pub(super) struct Checker {
 }
 
 impl Checker {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         shared: Arc<Shared>,
         root: Arc<Root>,
