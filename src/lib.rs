@@ -29,6 +29,11 @@
 //!    ([`alert::verify`]) names every break, in the JSONL file or a receiver's RFC 5424 file.
 //! 7. **Sandbox** ([`sandbox`]): `watch --seccomp` applies the systemd unit's restrictions in
 //!    the daemon itself (capabilities, seccomp allow-list, no_new_privs, umask).
+//! 8. **Watch** ([`watch`]): the daemon. Its inputs (fanotify permission and notification
+//!    groups, kernel audit, signals) each turn kernel data into one event type; permission
+//!    events are decided by the pure [`decide`] and answered before any I/O; file events go
+//!    to one checker, which captures, compares (steps 2 and 4), alerts (step 6), restores
+//!    ([`restore`]) and re-marks. `src/watch/mod.rs` tells that flow module by module.
 //!
 //! [`cli`] is the only code that prints; [`error::Error`] maps every failure to the exit
 //! status of [`exit::ExitCode`] (0 clean, 1 drift, 2 usage/policy, 3 integrity).

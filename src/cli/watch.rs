@@ -4,7 +4,7 @@ use super::{hostname, Common, DEFAULT_DB, DEFAULT_POLICY};
 use crate::alert::{AlertConfig, SyslogTarget};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::watch::daemon::{self, OnStall};
+use crate::watch::{self as daemon, OnStall};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -8,10 +8,14 @@
 //! Must not: do more than read `/proc` of the sender and set flags; the checker does the
 //! work.
 
+use super::shared::{spawn, Shared, Work};
 use crate::proc::{Identity, Source};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Why the daemon stopped; the `stopped` record says it.
 #[derive(Clone, Debug)]
@@ -137,6 +141,34 @@ fn code_name(code: i32) -> &'static str {
         libc::SI_TKILL => "SI_TKILL",
         _ => "other",
     }
+}
+
+/// Start the signal thread: TERM/INT stop, HUP queues a reload for the checker; `run_for`
+/// (from now) stops too.
+pub(super) fn start(
+    s: Arc<Shared>,
+    sigfd: SignalFd,
+    work: SyncSender<Work>,
+    run_for: Option<Duration>,
+) -> crate::error::Result<std::thread::JoinHandle<()>> {
+    let deadline = run_for.map(|d| (Instant::now() + d, d));
+    spawn("kmsentry-signals", move || {
+        while !s.stop.load(Ordering::SeqCst) {
+            if let Some((at, d)) = deadline {
+                if Instant::now() >= at {
+                    s.stop_for(StopCause::RunFor(d));
+                    break;
+                }
+            }
+            match next(&sigfd, Duration::from_millis(100)) {
+                Some(Request::Reload) => {
+                    let _ = work.send(Work::Reload);
+                }
+                Some(Request::Stop(cause)) => s.stop_for(cause),
+                None => {}
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -1,11 +1,20 @@
-//! Self-monitoring: a root-only unix socket that answers one JSON status document per
-//! connection (`kmsentry status`), and an opt-in Prometheus text endpoint.
+//! Self-monitoring: the counters every daemon thread bumps ([`Stats`]), the status document
+//! built from them, a root-only unix socket that answers one such document per connection
+//! (`kmsentry status`), and an opt-in Prometheus text endpoint.
+//!
+//! Counting is a relaxed atomic add, so the permission thread pays nothing measurable for
+//! it; the document is built on the socket's thread, on demand.
+//! Must not: take a lock for longer than a read of one counter table, or change the
+//! daemon's state: a status query is an observation.
 
+use super::shared::{lock, read, Shared};
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Produces the current status document.
@@ -237,6 +246,124 @@ pub fn prometheus(s: &serde_json::Value) -> String {
     }
     let _ = writeln!(out, "kmsentry_decision_latency_us_count {cum}");
     out
+}
+
+/// Counters for `kmsentry status` and the metrics endpoint. Every permission event is
+/// counted exactly once, when it is answered (in [`super::permission::answer`]): allowed or
+/// denied, so the status document's `events.perm` is their sum, and `pending_decisions` are
+/// the events read but not answered yet.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub allowed: AtomicU64,
+    /// Of `allowed`: the daemon's own opens.
+    pub allowed_self: AtomicU64,
+    pub denied: AtomicU64,
+    /// Answered per `--on-stall` (counted in `allowed` or `denied` too).
+    pub stalled: AtomicU64,
+    pub notify_events: AtomicU64,
+    pub checks: AtomicU64,
+    pub queued: AtomicU64,
+    pub overflows: AtomicU64,
+    pub alerts_dropped: AtomicU64,
+    pub marks_notify: AtomicU64,
+    pub marks_perm: AtomicU64,
+    /// Decision latency (event read → answer written), µs buckets of [`LATENCY_BUCKETS`].
+    pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    pub alerts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Upper bounds (µs) of the decision latency histogram buckets; the last bucket is +Inf.
+pub(crate) const LATENCY_BUCKETS: [u64; 13] =
+    [2, 5, 10, 15, 20, 30, 50, 100, 200, 500, 1000, 5000, 20000];
+
+impl Stats {
+    pub(super) fn observe_latency(&self, us: u64) {
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Serve the status socket and the metrics endpoint the configuration asks for. Either
+/// failing is a warning, never a reason not to guard. The returned guard removes the socket
+/// at a clean stop; both threads block in accept(2) and end with the process.
+pub(super) fn serve_configured(
+    socket: Option<&Path>,
+    metrics: Option<std::net::SocketAddr>,
+    s: &Arc<Shared>,
+) -> Option<StatusSocket> {
+    let guard = match socket {
+        Some(sock) => match serve(sock, status_fn(s)) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("status socket: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(addr) = metrics {
+        match serve_metrics(addr, status_fn(s)) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!("metrics endpoint: {e}"),
+        }
+    }
+    guard
+}
+
+fn status_fn(s: &Arc<Shared>) -> StatusFn {
+    let s = s.clone();
+    Arc::new(move || status_json(&s))
+}
+
+fn status_json(s: &Shared) -> serde_json::Value {
+    let st = &s.stats;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let uptime = s.started.elapsed().as_secs_f64().max(0.001);
+    let mut buckets = Vec::new();
+    for (i, b) in st.latency.iter().enumerate() {
+        let le = LATENCY_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |v| v.to_string());
+        buckets.push(serde_json::json!({"le_us": le, "count": l(b)}));
+    }
+    let rss_kib = rss_kib();
+    // Every answered permission event is either allowed or denied: `events.perm` is their
+    // sum, read once, so the document is consistent however fast events come.
+    let (allowed, denied) = (l(&st.allowed), l(&st.denied));
+    let perm = allowed + denied;
+    serde_json::json!({
+        "pid": s.self_pid,
+        "uptime_s": uptime as u64,
+        "marks": {"notify": l(&st.marks_notify), "perm": l(&st.marks_perm)},
+        "queue_depth": l(&st.queued),
+        "pending_decisions": s.pending.len(),
+        "events": {"perm": perm, "notify": l(&st.notify_events)},
+        "events_per_s": {"perm": perm as f64 / uptime, "notify": l(&st.notify_events) as f64 / uptime},
+        "decisions": {"allowed": allowed, "denied": denied, "stalled": l(&st.stalled), "allowed_self": l(&st.allowed_self)},
+        "decisions_per_s": perm as f64 / uptime,
+        "decision_latency_us": buckets,
+        "checks": l(&st.checks),
+        "overflows": l(&st.overflows),
+        "alerts_dropped": l(&st.alerts_dropped),
+        "alerts": serde_json::to_value(&*lock(&st.alerts)).unwrap_or_default(),
+        "rss_kib": rss_kib,
+        "policy_digest": read(&s.snap).policy.digest,
+    })
+}
+
+/// Resident set size in KiB (0 when unknown).
+pub(super) fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
