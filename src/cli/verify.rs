@@ -169,19 +169,6 @@ fn posture_hint(posture: &[crate::baseline::check::Finding], a: &VerifyArgs) -> 
     if posture.is_empty() {
         return None;
     }
-    let by_severity: Vec<String> = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Info,
-    ]
-    .into_iter()
-    .filter_map(|s| {
-        let n = posture.iter().filter(|f| f.severity == s).count();
-        (n > 0).then(|| format!("{n} {}", s.as_str()))
-    })
-    .collect();
     let name = |p: &std::path::Path| {
         crate::sanitize::Name(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).to_string()
     };
@@ -193,7 +180,7 @@ fn posture_hint(posture: &[crate::baseline::check::Finding], a: &VerifyArgs) -> 
         "hint: {} posture finding{} ({}) not counted (verify judges drift); run `kmsentry audit --policy {}{root}` or `verify --posture` to see them",
         posture.len(),
         if posture.len() == 1 { "" } else { "s" },
-        by_severity.join(", "),
+        crate::report::severity_counts(posture.iter()),
         name(&a.policy),
     ))
 }
