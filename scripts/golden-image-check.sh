@@ -5,6 +5,9 @@
 # (commit it as baselines/<image>.txt so changes are reviewed), then verifies image B against it
 # and writes JUnit, SARIF and JSON reports plus a human summary. Exits with verify's status:
 #   0 clean, 1 drift found, 2 usage or policy error, 3 baseline/store/I/O integrity error.
+# verify judges drift only: an expired or loose credential that is in both images does not fail
+# the check. The posture of image B (`kmsentry audit`) is written beside the reports for review
+# and counts only with --posture.
 #
 # Both images are directories: an unpacked root filesystem or a mounted disk image. Run as root
 # (or with CAP_DAC_READ_SEARCH) so that files such as 0600 keys inside the images can be read.
@@ -20,6 +23,7 @@ prog=${0##*/}
 usage() {
     cat <<EOF
 Usage: $prog --policy POLICY --image-a DIR_A --image-b DIR_B [--out DIR] [--kmsentry BIN]
+       [--posture] [--fail-on SEVERITY]
 
 Baseline image A with kmsentry, verify image B against it, and write reports.
 
@@ -33,7 +37,12 @@ Baseline image A with kmsentry, verify image B against it, and write reports.
                        verify.sarif         SARIF 2.1.0    (code scanning)
                        verify.json          JSON report    (scripts)
                        verify.txt           human report   (also printed)
+                       audit.json, audit.txt  posture of image B (kmsentry audit), for review
   --kmsentry BIN     kmsentry binary (default: \$KMSENTRY, else 'kmsentry' from PATH)
+  --posture          also count image B's credential posture (expired or expiring
+                     certificates, loose key modes, weak keys...) in verify's reports and status
+  --fail-on SEV      fail only for findings at or above SEV: info, low, medium, high, critical
+                     (default: any drift)
   -h, --help         show this help
 
 Images must be directories. To check a disk image (raw, qcow2, ...), mount it read-only first
@@ -62,6 +71,7 @@ image_a=""
 image_b=""
 out="golden-image-check"
 kmsentry="${KMSENTRY:-kmsentry}"
+verify_opts=()
 
 # need_value OPTION ARGC: the option at $1 needs a value.
 need_value() {
@@ -76,13 +86,18 @@ while [[ "$#" -gt 0 ]]; do
             usage
             exit 0
             ;;
-        --policy | --image-a | --image-b | --out | --kmsentry)
+        --posture)
+            verify_opts+=(--posture)
+            shift
+            continue
+            ;;
+        --policy | --image-a | --image-b | --out | --kmsentry | --fail-on)
             need_value "$1" "$#"
             opt=$1
             val=$2
             shift 2
             ;;
-        --policy=* | --image-a=* | --image-b=* | --out=* | --kmsentry=*)
+        --policy=* | --image-a=* | --image-b=* | --out=* | --kmsentry=* | --fail-on=*)
             opt=${1%%=*}
             val=${1#*=}
             shift
@@ -104,6 +119,12 @@ while [[ "$#" -gt 0 ]]; do
         --image-b) image_b=$val ;;
         --out) out=$val ;;
         --kmsentry) kmsentry=$val ;;
+        --fail-on)
+            case "$val" in
+                info | low | medium | high | critical) verify_opts+=(--fail-on "$val") ;;
+                *) die_usage "--fail-on must be one of info, low, medium, high, critical" ;;
+            esac
+            ;;
         *) die_usage "internal error: unhandled option $opt" ;;
     esac
 done
@@ -180,7 +201,7 @@ run() {
 # Reports of an earlier run must not survive a run that fails before rewriting them: CI would
 # publish stale results.
 rm -f -- "$manifest" "$manifest.tmp" "$out/verify.junit.xml" "$out/verify.sarif" \
-    "$out/verify.json" "$out/verify.txt"
+    "$out/verify.json" "$out/verify.txt" "$out/audit.json" "$out/audit.txt"
 
 # 1. Baseline image A.
 run "$kmsentry" baseline init --policy "$policy" --db "$db" --root "$image_a" --force
@@ -213,7 +234,7 @@ worst() {
 }
 verify_to() {
     run "$kmsentry" verify --policy "$policy" --db "$db" --root "$image_b" \
-        --format "$1" --output "$2"
+        --format "$1" --output "$2" ${verify_opts[@]+"${verify_opts[@]}"}
     case "$rc" in
         0 | 1 | 2 | 3) ;;
         *)
@@ -229,6 +250,15 @@ verify_to junit "$out/verify.junit.xml"
 verify_to sarif "$out/verify.sarif"
 verify_to json "$out/verify.json"
 verify_to human "$out/verify.txt"
+
+# 3b. Posture of image B, for review: informational, never part of the status (verify judges
+#     drift; pass --posture to count posture). Its exit 1 means "findings at medium or above".
+run "$kmsentry" audit --policy "$policy" --root "$image_b" --format json --output "$out/audit.json"
+audit_rc=$rc
+run "$kmsentry" audit --policy "$policy" --root "$image_b" --format human --output "$out/audit.txt"
+if [[ "$audit_rc" -gt 1 ]]; then
+    log "kmsentry audit of image B exited $audit_rc (ignored: the posture report is informational)"
+fi
 
 # 4. Human summary.
 printf '\n== kmsentry verify: %s against the baseline of %s ==\n' "$image_b" "$image_a"
@@ -246,5 +276,8 @@ printf 'runs:     %s\n' "${codes[*]}"
 printf 'manifest: %s\n' "$manifest"
 printf 'reports:  %s %s %s %s\n' "$out/verify.junit.xml" "$out/verify.sarif" \
     "$out/verify.json" "$out/verify.txt"
+if [[ -f "$out/audit.txt" ]]; then
+    printf 'posture:  %s (%s)\n' "$(tail -n 1 -- "$out/audit.txt")" "$out/audit.txt"
+fi
 
 exit "$status"

@@ -76,6 +76,19 @@ impl Names {
     }
 }
 
+impl Names {
+    /// The gid of group `name`, if it exists in this root.
+    pub fn gid_of(&self, name: &str) -> Option<u32> {
+        match &self.image {
+            Some((_, g)) => g.iter().find(|(_, n)| *n == name).map(|(id, _)| *id),
+            None => nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw()),
+        }
+    }
+}
+
 fn read_small(root: &Root, path: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     if let Ok(fd) = root.resolve(path, OFlags::RDONLY) {

@@ -351,27 +351,29 @@ fn policy_check_resolves_and_warns() {
         r.stdout
     );
     assert!(
-        r.stdout
+        r.stderr
             .contains("1 of the policy's paths match nothing on ")
-            && r.stdout.contains("`/etc/nothing-here` (ssl)"),
+            && r.stderr.contains("`/etc/nothing-here` (ssl)"),
         "{}",
-        r.stdout
+        r.stderr
     );
     assert!(
-        r.stdout.contains("allow-list user `kms` does not exist"),
+        r.stderr.contains("allow-list user `kms` does not exist"),
         "{}",
-        r.stdout
+        r.stderr
     );
     assert!(
-        r.stdout
+        r.stderr
             .contains("allow-list exe /usr/sbin/kms-agent does not exist"),
         "{}",
-        r.stdout
+        r.stderr
     );
     assert!(
-        r.stdout
+        r.stderr
             .contains("entries are covered by both `keys` and `ssl`"),
         "{}",
-        r.stdout
+        r.stderr
     );
+    // Warnings are diagnostics: on stderr, never mixed into what the policy resolves to.
+    assert!(!r.stdout.contains("warning:"), "{}", r.stdout);
 }

@@ -501,6 +501,18 @@ fn rotation_env(pki: &Pki) -> TestEnv {
     env
 }
 
+/// `verify --posture`: drift and the posture `audit` judges, in one report.
+fn verify_posture(env: &TestEnv, format: &str) -> Run {
+    env.cmd(
+        &["verify"],
+        &[
+            OsStr::new("--format"),
+            OsStr::new(format),
+            OsStr::new("--posture"),
+        ],
+    )
+}
+
 fn status_of(v: &serde_json::Value, path: &str) -> Vec<(String, String)> {
     v["findings"]
         .as_array()
@@ -580,7 +592,7 @@ fn a_renewal_whose_key_no_longer_matches_is_not_a_rotation() {
     env.write("/etc/kms/certs/client.crt", pki.get("client-renewed.crt"));
     // The key was swapped too: the renewed certificate no longer pairs with any key.
     env.write("/etc/kms/keys/client.key", pki.get("orphan.key"));
-    let v = env.verify("json").json();
+    let v = verify_posture(&env, "json").json();
     let st = status_of(&v, "/etc/kms/certs/client.crt");
     assert!(st.contains(&("changed".into(), "".into())), "{st:?}");
     assert!(
@@ -791,7 +803,7 @@ fn junit_lists_each_path_once_with_every_finding_in_its_failure() {
     env.init_allowing_drift();
     // Drift on a file that also has a posture finding: changed mode and KMS-KEY-PERM.
     env.chmod("/etc/kms/keys/client.key", 0o644);
-    let r = env.verify("junit");
+    let r = verify_posture(&env, "junit");
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_valid_junit(&env, &r.raw_stdout);
     let x = &r.stdout;
@@ -813,7 +825,7 @@ fn junit_lists_each_path_once_with_every_finding_in_its_failure() {
         "{key}"
     );
     // Counts are of testcases: every failing path once.
-    let v = env.verify("json").json();
+    let v = verify_posture(&env, "json").json();
     let paths: BTreeSet<&str> = v["findings"]
         .as_array()
         .unwrap()

@@ -108,7 +108,7 @@ fn content_mode_owner_group_link_type_added_and_removed_are_reported_with_exit_1
     assert_eq!(key["class"], "private-key");
     assert_eq!(
         v["summary"],
-        serde_json::json!({"checked": 8, "added": 1, "removed": 1, "changed": 4, "rotated": 0, "posture": 0, "errors": 0})
+        serde_json::json!({"checked": 8, "added": 1, "removed": 1, "changed": 4, "rotated": 0, "errors": 0})
     );
 }
 

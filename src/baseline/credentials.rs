@@ -121,10 +121,20 @@ pub fn record(root: &Root, e: &Entry) -> Option<Result<Scanned, WalkError>> {
     }
 }
 
-/// The uids allowed to own each group's private keys besides root: the users and uids its
-/// access allow-list names, resolved in this root.
-pub fn owners(policy: &CompiledPolicy, names: &crate::users::Names) -> HashMap<String, Vec<u32>> {
-    policy
+/// Who may own or read private keys, resolved in one root.
+#[derive(Clone, Debug, Default)]
+pub struct Owners {
+    /// The uids allowed to own each group's private keys besides root: the users and uids its
+    /// access allow-list names.
+    pub by_group: HashMap<String, Vec<u32>>,
+    /// The gid of Debian's `ssl-cert` group, whose members (TLS services) may read the keys
+    /// of `/etc/ssl/private` by design.
+    pub tls_key_gid: Option<u32>,
+}
+
+/// [`Owners`] for `policy`, with names resolved in this root.
+pub fn owners(policy: &CompiledPolicy, names: &crate::users::Names) -> Owners {
+    let by_group = policy
         .groups
         .iter()
         .map(|g| {
@@ -137,7 +147,11 @@ pub fn owners(policy: &CompiledPolicy, names: &crate::users::Names) -> HashMap<S
             uids.dedup();
             (g.name.clone(), uids)
         })
-        .collect()
+        .collect();
+    Owners {
+        by_group,
+        tls_key_gid: names.gid_of("ssl-cert"),
+    }
 }
 
 /// Posture findings over `live`.
@@ -145,7 +159,7 @@ pub fn assess(
     policy: &CompiledPolicy,
     live: &[LiveCred],
     now: i64,
-    owners: &HashMap<String, Vec<u32>>,
+    owners: &Owners,
 ) -> Vec<Posture> {
     let subjects: Vec<Subject<'_>> = live
         .iter()
@@ -156,13 +170,14 @@ pub fn assess(
         })
         .collect();
     let none = Vec::new();
-    let owner_fn = |g: &str| owners.get(g).unwrap_or(&none).clone();
+    let owner_fn = |g: &str| owners.by_group.get(g).unwrap_or(&none).clone();
     posture::assess(
         &subjects,
         &posture::Context {
             policy,
             now,
             owners: &owner_fn,
+            tls_key_gid: owners.tls_key_gid,
         },
     )
 }
@@ -289,7 +304,7 @@ pub fn judge(
     policy: &CompiledPolicy,
     baseline: &BaselineFacts,
     now: i64,
-    owners: &HashMap<String, Vec<u32>>,
+    owners: &Owners,
 ) {
     let rotated = rotations(root, &report.findings, &report.credentials, baseline);
     for f in &mut report.findings {

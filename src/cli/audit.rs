@@ -1,16 +1,15 @@
 //! `kmsentry audit`: posture of the credential files and provider binaries a policy guards,
 //! with no baseline. Walks the policy's paths without hashing, reads each credential file
-//! once (on the walker's threads), judges, reports. Exit 0 clean, 1 posture findings, 3 when
-//! a file could not be read.
+//! once (on the walker's threads), judges, reports. Exit 0 clean, 1 with a posture finding at
+//! or above `--fail-on` (default medium), 3 when a file could not be read.
 
-use super::verify::Format;
-use super::{progress, root_path, Common, DEFAULT_POLICY};
+use super::verify::{FailOn, Format, Verdict};
+use super::{open_root, progress, Common, DEFAULT_POLICY};
 use crate::baseline::check::{Clean, Report};
 use crate::baseline::credentials::{self, LiveCred};
 use crate::baseline::walk::{self, Item, WalkOptions};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::fsroot::Root;
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +32,9 @@ pub(crate) struct AuditArgs {
     /// Judge expiry as of this time (RFC 3339, e.g. 2027-01-01T00:00:00Z) instead of now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
+    /// Exit 1 only for a finding at or above this severity.
+    #[arg(long, value_enum, value_name = "SEVERITY", default_value_t = FailOn::Medium)]
+    fail_on: FailOn,
 }
 
 pub(crate) fn audit(a: &AuditArgs, common: Common) -> Result<ExitCode> {
@@ -49,7 +51,7 @@ pub(crate) fn audit(a: &AuditArgs, common: Common) -> Result<ExitCode> {
             })?
             .as_second(),
     };
-    let root = Root::open(&root_path(&a.root))?;
+    let root = open_root(&a.root)?;
     let owners = credentials::owners(&policy, &crate::users::Names::for_root(&root));
     let pb = progress(common, "audit");
     let found: Mutex<Vec<LiveCred>> = Mutex::new(Vec::new());
@@ -109,5 +111,12 @@ pub(crate) fn audit(a: &AuditArgs, common: Common) -> Result<ExitCode> {
         clean,
         ..Report::default()
     };
-    super::verify::finish(&report, a.format, &a.output, common, "audit", &started)
+    let verdict = Verdict {
+        fail_on: Some(a.fail_on.severity()),
+        posture: true,
+        hint: None,
+    };
+    super::verify::finish(
+        &report, a.format, &a.output, common, "audit", &started, &verdict,
+    )
 }

@@ -93,7 +93,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
         .map(signing::load_signing_key)
         .transpose()?;
     let root_dir = root_path(&a.root);
-    let root = Root::open(&root_dir)?;
+    let root = super::open_root(&a.root)?;
     let objects = super::store::open_for_baseline(&a.store)?;
     let mut to_store = Vec::new();
     let started = now();
@@ -299,7 +299,7 @@ fn human_bytes(n: u64) -> String {
 pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
     let policy = crate::policy::load(&a.policy)?;
     let root_dir = root_path(&a.root);
-    let root = Root::open(&root_dir)?;
+    let root = super::open_root(&a.root)?;
     let mut filters = Vec::new();
     for p in &a.paths {
         let b = bytes(p);

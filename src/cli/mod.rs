@@ -219,6 +219,31 @@ pub(crate) fn root_path(root: &Option<PathBuf>) -> PathBuf {
     root.clone().unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// Open `--root R` (or `/`). A missing or non-directory `R` is a usage error (exit 2): the
+/// command line names something that is not an image root.
+pub(crate) fn open_root(root: &Option<PathBuf>) -> Result<crate::fsroot::Root> {
+    use std::os::unix::ffi::OsStrExt;
+    if let Some(r) = root {
+        let name = || crate::sanitize::Name(r.as_os_str().as_bytes()).to_string();
+        match std::fs::metadata(r) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::Usage(format!(
+                    "--root {}: not a directory (expected the directory an image is mounted or unpacked at)",
+                    name()
+                )))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Usage(format!(
+                    "--root {}: no such directory (expected the directory an image is mounted or unpacked at)",
+                    name()
+                )))
+            }
+            _ => {}
+        }
+    }
+    crate::fsroot::Root::open(&root_path(root))
+}
+
 /// Write `data` to `--output F` (atomically) or stdout. A closed stdout ends output quietly.
 pub(crate) fn emit(output: &Option<PathBuf>, data: &[u8]) -> Result<()> {
     use std::io::Write;

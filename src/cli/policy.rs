@@ -6,7 +6,6 @@ use super::{root_path, Common};
 use crate::baseline::walk::{self, Item, WalkOptions};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::fsroot::Root;
 use crate::policy::AccessMode;
 use crate::sanitize::Name;
 use clap::Args;
@@ -48,8 +47,9 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
     let mut overlaps: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut errors = Vec::new();
     let root_dir = root_path(&a.root);
+    // A bad --root is a usage error even when nothing is resolved.
+    let root = super::open_root(&a.root)?;
     if !a.no_resolve {
-        let root = Root::open(&root_dir)?;
         let found = Mutex::new(Vec::new());
         walk::walk(
             &root,
@@ -180,16 +180,19 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
     }
     warnings.sort();
     warnings.dedup();
-    if !warnings.is_empty() {
-        out.push('\n');
-        for w in &warnings {
-            let _ = writeln!(out, "warning: {w}");
-        }
+    super::emit(&None, out.as_bytes())?;
+    // Diagnostics go to stderr, so stdout stays what the policy resolves to.
+    let mut diag = String::new();
+    for w in &warnings {
+        let _ = writeln!(diag, "warning: {w}");
     }
     for e in &errors {
-        let _ = writeln!(out, "error: {e}");
+        let _ = writeln!(diag, "error: {e}");
     }
-    super::emit(&None, out.as_bytes())?;
+    {
+        use std::io::Write as _;
+        let _ = std::io::stderr().lock().write_all(diag.as_bytes());
+    }
     Ok(if errors.is_empty() {
         ExitCode::Clean
     } else {

@@ -4,10 +4,9 @@
 //! case nothing is written.
 
 use super::store::DEFAULT_STORE;
-use super::{emit, root_path, Common, DEFAULT_DB, DEFAULT_POLICY};
+use super::{emit, Common, DEFAULT_DB, DEFAULT_POLICY};
 use crate::error::{Error, Result};
 use crate::exit::ExitCode;
-use crate::fsroot::Root;
 use crate::restore::{
     self, Hooks, Plan, PlanItem, PlanOptions, Quarantine, RestoreError, Restored,
 };
@@ -67,7 +66,7 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
         .as_deref()
         .map(crate::store::signing::load_verifying_key)
         .transpose()?;
-    let root = Root::open(&root_path(&a.root))?;
+    let root = super::open_root(&a.root)?;
     let db = Store::open(&a.db, false)?;
     db.quick_check()?;
     crate::store::check_origin(&db, &root, a.allow_other_host)?;

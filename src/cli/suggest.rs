@@ -235,7 +235,7 @@ fn is_credential_path(p: &str) -> bool {
 }
 
 pub(crate) fn suggest(a: &SuggestArgs) -> Result<ExitCode> {
-    let root = Root::open(&super::root_path(&a.root))?;
+    let root = super::open_root(&a.root)?;
     let mut b = Builder {
         root: &root,
         groups: BTreeMap::new(),

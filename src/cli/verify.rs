@@ -1,11 +1,13 @@
 //! `kmsentry verify`: walk, compare with the baseline, report; exit 0 clean, 1 drift, 3 when
 //! anything could not be checked (unreadable or unstable files, a corrupt baseline).
+//! `verify` judges drift; posture (`KMS-*` rules, what `audit` reports) is shown and counted
+//! only with `--posture`. Without it, human output ends with one hint line when there is any.
 
-use super::{emit, progress, root_path, Common, DEFAULT_DB, DEFAULT_POLICY};
+use super::{emit, open_root, progress, Common, DEFAULT_DB, DEFAULT_POLICY};
 use crate::baseline::check::{check, CheckOptions};
+use crate::baseline::diff::{Severity, Status};
 use crate::error::Result;
 use crate::exit::ExitCode;
-use crate::fsroot::Root;
 use crate::store::Store;
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
@@ -35,6 +37,46 @@ pub(crate) struct VerifyArgs {
     /// baselines recorded under --root verify anywhere without it).
     #[arg(long)]
     allow_other_host: bool,
+    /// Also report credential posture (the `KMS-*` rules `audit` checks: expiry, loose key
+    /// modes, weak keys...); posture findings then count towards the exit code.
+    #[arg(long)]
+    posture: bool,
+    /// Exit 1 only for a finding at or above this severity (default: any drift).
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    fail_on: Option<FailOn>,
+}
+
+/// The lowest severity that makes `verify` or `audit` exit 1.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub(crate) enum FailOn {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl FailOn {
+    pub(crate) fn severity(self) -> Severity {
+        match self {
+            FailOn::Info => Severity::Info,
+            FailOn::Low => Severity::Low,
+            FailOn::Medium => Severity::Medium,
+            FailOn::High => Severity::High,
+            FailOn::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// How a report becomes an exit code and what the renderers may say beside the findings.
+pub(crate) struct Verdict {
+    /// Findings below this severity do not make the command exit 1 (`None`: every finding does).
+    pub fail_on: Option<Severity>,
+    /// Whether posture was judged into this report (`audit`, `verify --posture`): otherwise
+    /// XCCDF marks the credential rules `notselected` and JSON has no posture count.
+    pub posture: bool,
+    /// A last line for human output (the posture `verify` left out).
+    pub hint: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -55,7 +97,7 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         .as_deref()
         .map(crate::store::signing::load_verifying_key)
         .transpose()?;
-    let root = Root::open(&root_path(&a.root))?;
+    let root = open_root(&a.root)?;
     // Open (and so fail fast on a missing or foreign database) here; the full read and the
     // integrity check run beside the walk.
     let store = Store::open(&a.db, false)?;
@@ -103,11 +145,49 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         jiff::Timestamp::now().as_second(),
         &owners,
     );
-    finish(&report, a.format, &a.output, common, "verify", &started)
+    let hint = if a.posture {
+        None
+    } else {
+        let (posture, drift): (Vec<_>, Vec<_>) = std::mem::take(&mut report.findings)
+            .into_iter()
+            .partition(|f| f.status == Status::Posture);
+        report.findings = drift;
+        posture_hint(&posture, a)
+    };
+    let verdict = Verdict {
+        fail_on: a.fail_on.map(FailOn::severity),
+        posture: a.posture,
+        hint,
+    };
+    finish(
+        &report, a.format, &a.output, common, "verify", &started, &verdict,
+    )
+}
+
+/// The line that tells a `verify` user what `audit` would show, or `None` when it has nothing.
+fn posture_hint(posture: &[crate::baseline::check::Finding], a: &VerifyArgs) -> Option<String> {
+    if posture.is_empty() {
+        return None;
+    }
+    let name = |p: &std::path::Path| {
+        crate::sanitize::Name(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str())).to_string()
+    };
+    let root = a
+        .root
+        .as_deref()
+        .map_or_else(String::new, |r| format!(" --root {}", name(r)));
+    Some(format!(
+        "hint: {} posture finding{} ({}) not counted (verify judges drift); run `kmsentry audit --policy {}{root}` or `verify --posture` to see them",
+        posture.len(),
+        if posture.len() == 1 { "" } else { "s" },
+        crate::report::severity_counts(posture.iter()),
+        name(&a.policy),
+    ))
 }
 
 /// Render `report`, write it, log its errors when the output is not for humans, and map it
-/// to the exit code (1 with findings, 3 with errors): the end of `verify` and `audit`.
+/// to the exit code (1 with a finding at or above `verdict.fail_on`, 3 with errors): the end
+/// of `verify` and `audit`.
 pub(crate) fn finish(
     report: &crate::baseline::check::Report,
     format: Format,
@@ -115,6 +195,7 @@ pub(crate) fn finish(
     common: Common,
     command: &str,
     started: &str,
+    verdict: &Verdict,
 ) -> Result<ExitCode> {
     let data = render(
         report,
@@ -122,6 +203,7 @@ pub(crate) fn finish(
         common.color && output.is_none(),
         command,
         started,
+        verdict,
     )?;
     emit(output, &data)?;
     if format != Format::Human && !common.quiet {
@@ -130,7 +212,11 @@ pub(crate) fn finish(
         }
     }
     let mut code = ExitCode::Clean;
-    if !report.findings.is_empty() {
+    if report
+        .findings
+        .iter()
+        .any(|f| verdict.fail_on.is_none_or(|t| f.severity >= t))
+    {
         code = code.combine(ExitCode::Drift);
     }
     if !report.errors.is_empty() {
@@ -146,6 +232,7 @@ pub(crate) fn render(
     color: bool,
     command: &str,
     started: &str,
+    verdict: &Verdict,
 ) -> Result<Vec<u8>> {
     Ok(match format {
         Format::Human => {
@@ -158,9 +245,22 @@ pub(crate) fn render(
             };
             human(&mut v, report, color)
                 .map_err(|e| crate::error::Error::io("render", b"<report>".to_vec(), e))?;
+            if let Some(h) = &verdict.hint {
+                v.extend_from_slice(h.as_bytes());
+                v.push(b'\n');
+            }
             v
         }
-        Format::Json => json_bytes(&crate::report::json(report)),
+        Format::Json => {
+            let mut doc = crate::report::json(report);
+            // Posture not judged into this report: no count, rather than a count of 0.
+            if !verdict.posture {
+                if let Some(s) = doc.get_mut("summary").and_then(|s| s.as_object_mut()) {
+                    s.remove("posture");
+                }
+            }
+            json_bytes(&doc)
+        }
         Format::Junit => crate::report::junit(report).into_bytes(),
         Format::Sarif => json_bytes(&crate::report::sarif(report, env!("CARGO_PKG_VERSION"))),
         Format::Xccdf => crate::report::xccdf(
@@ -171,6 +271,7 @@ pub(crate) fn render(
                 start: started,
                 end: &super::now(),
                 version: env!("CARGO_PKG_VERSION"),
+                posture: verdict.posture,
             },
         )
         .into_bytes(),

@@ -152,6 +152,9 @@ pub struct Context<'a> {
     pub now: i64,
     /// The uids allowed to own a private key of a group, besides root.
     pub owners: &'a dyn Fn(&str) -> Vec<u32>,
+    /// The gid of Debian's `ssl-cert` group in this root: its members read the keys of
+    /// `/etc/ssl/private` by design (the snakeoil key is `0640 root:ssl-cert`).
+    pub tls_key_gid: Option<u32>,
 }
 
 const DAY: i64 = 86_400;
@@ -181,6 +184,7 @@ pub fn assess(subjects: &[Subject<'_>], ctx: &Context<'_>) -> Vec<Posture> {
         .iter()
         .any(|g| g.class == Class::ClientCert);
     let mut out = Vec::new();
+    let mut stale: std::collections::BTreeMap<(Vec<u8>, Rule), Stale> = Default::default();
     for s in subjects {
         let e = s.entry;
         let mut push = |rule: Rule, severity: Severity, message: String| {
@@ -208,8 +212,10 @@ pub fn assess(subjects: &[Subject<'_>], ctx: &Context<'_>) -> Vec<Posture> {
         let Some(r) = s.record else { continue };
         if let Some(reason) = &r.unparseable {
             // A generic file was only sniffed because of its name: one that does not parse
-            // is not a credential, and saying so for every `*.pem` of a tree is noise.
-            if e.class == Class::Generic {
+            // is reported only when its PEM armour names a certificate or a private key (a
+            // damaged credential); DER-looking bytes or broken framing without a credential
+            // label are not a credential, and saying so for every `*.pem` of a tree is noise.
+            if e.class == Class::Generic && !r.armour_claims_credential() {
                 continue;
             }
             push(
@@ -219,7 +225,40 @@ pub fn assess(subjects: &[Subject<'_>], ctx: &Context<'_>) -> Vec<Posture> {
             );
             continue;
         }
-        certs(e, r, ctx, &key_spkis, opaque_keys, &mut push);
+        // A distribution's trust store, or a CA bundle a generic group holds (certifi's
+        // `cacert.pem` vendored into a Python tree): stale anchors are one finding per bundle.
+        let distribution = distribution_bundle(&e.path);
+        let is_distribution = distribution.is_some();
+        let bundle = distribution
+            .or_else(|| (e.class == Class::Generic && r.certs.len() > 1).then(|| e.path.clone()));
+        certs(
+            e,
+            r,
+            ctx,
+            &key_spkis,
+            opaque_keys,
+            &mut push,
+            &mut |rule, name| {
+                if let Some(b) = &bundle {
+                    let agg = stale.entry((b.clone(), rule)).or_insert_with(|| Stale {
+                        group: e.group.clone(),
+                        class: e.class,
+                        distribution: is_distribution,
+                        names: Vec::new(),
+                    });
+                    // A store of one file per anchor names the file too.
+                    agg.names.push(if *b == e.path {
+                        name
+                    } else {
+                        let file = e.path.rsplit(|&c| c == b'/').next().unwrap_or(&e.path);
+                        format!("{} ({name})", crate::sanitize::Name(file))
+                    });
+                    true
+                } else {
+                    false
+                }
+            },
+        );
         for k in &r.keys {
             if let Some(w) = k.key.as_ref().and_then(|a| a.weakness()) {
                 push(Rule::WeakKey, Severity::High, format!("private key: {w}"));
@@ -236,6 +275,184 @@ pub fn assess(subjects: &[Subject<'_>], ctx: &Context<'_>) -> Vec<Posture> {
                 }
             }
         }
+    }
+    for ((path, rule), agg) in stale {
+        out.push(stale_bundle(path, rule, agg));
+    }
+    name_pairs(subjects, &mut out);
+    // Credentials that a generic group finds inside installed software (/usr) are vendor
+    // data: test fixtures, vendored CA bundles, documentation examples. Everyone who has the
+    // package has them, so they are not this host's secrets nor its trust decisions.
+    for p in &mut out {
+        if p.class == Class::Generic && p.path.starts_with(b"/usr/") && p.severity > Severity::Low {
+            p.severity = Severity::Low;
+            p.message
+                .push_str(" (shipped with installed software under /usr: vendor data, not this host's own credential)");
+        }
+    }
+    out
+}
+
+/// Anchors of one distribution trust bundle that fail a date check.
+struct Stale {
+    group: String,
+    class: Class,
+    /// A distribution's trust store (rather than a bundle shipped inside some software).
+    distribution: bool,
+    names: Vec<String>,
+}
+
+/// The distribution trust bundle that `path` is part of: the bundle file itself
+/// (`/etc/ssl/certs/ca-certificates.crt`, RHEL's extracted bundles), or the directory of a
+/// trust store kept as one file per anchor (`/usr/share/ca-certificates/mozilla`, the regular
+/// files of `/etc/ssl/certs`). `None` for anything else: a KMS client's own CA file is judged
+/// certificate by certificate.
+fn distribution_bundle(path: &[u8]) -> Option<Vec<u8>> {
+    const FILES: [&[u8]; 6] = [
+        b"/etc/ssl/certs/ca-certificates.crt",
+        b"/etc/pki/tls/certs/ca-bundle.crt",
+        b"/etc/pki/tls/certs/ca-bundle.trust.crt",
+        b"/etc/pki/tls/cert.pem",
+        b"/etc/ssl/cert.pem",
+        b"/etc/ssl/ca-bundle.pem",
+    ];
+    if FILES.contains(&path) || path.starts_with(b"/etc/pki/ca-trust/extracted/") {
+        return Some(path.to_vec());
+    }
+    let parent = &path[..path.iter().rposition(|&b| b == b'/')?];
+    if parent == b"/etc/ssl/certs" {
+        return Some(parent.to_vec());
+    }
+    for store in [
+        &b"/usr/share/ca-certificates/"[..],
+        b"/usr/share/pki/ca-trust-source/",
+    ] {
+        if let Some(rest) = path.strip_prefix(store) {
+            // One bundle per source (`mozilla`, `anchors`...), or the store itself.
+            return Some(match rest.iter().position(|&b| b == b'/') {
+                Some(i) => [store, &rest[..i]].concat(),
+                None => store[..store.len() - 1].to_vec(),
+            });
+        }
+    }
+    None
+}
+
+/// One low finding for a bundle's stale anchors, with their count and names.
+fn stale_bundle(path: Vec<u8>, rule: Rule, agg: Stale) -> Posture {
+    let n = agg.names.len();
+    let what = match rule {
+        Rule::CertExpired => "expired",
+        Rule::CertNotYetValid => "not yet valid",
+        _ => "expiring",
+    };
+    Posture {
+        path,
+        group: agg.group,
+        class: agg.class,
+        rule,
+        severity: Severity::Low,
+        message: format!(
+            "{n} {what} trust anchor{} in this {}: a stale bundle, not an attack ({}): {}",
+            if n == 1 { "" } else { "s" },
+            if agg.distribution {
+                "distribution trust bundle"
+            } else {
+                "trust bundle"
+            },
+            if agg.distribution {
+                "the distribution's ca-certificates update drops them; run update-ca-certificates after it"
+            } else {
+                "an update of the software that ships the bundle drops them"
+            },
+            agg.names.join("; ")
+        ),
+    }
+}
+
+/// Certificates and keys paired by name in one directory (`x.crt`/`x.key`, `x.pem`/`x.key`,
+/// `x-cert.pem`/`x-key.pem`) that hold different public keys, in any class: a key replaced
+/// without its certificate or the other way round. Reported on the certificate as
+/// `KMS-CERT-NO-KEY`, unless that rule already fired for it.
+fn name_pairs(subjects: &[Subject<'_>], out: &mut Vec<Posture>) {
+    use std::collections::HashMap;
+    let keys: HashMap<&[u8], Vec<SpkiSha256>> = subjects
+        .iter()
+        .filter_map(|s| {
+            let r = s.record?;
+            if !r.certs.is_empty() || r.unparseable.is_some() {
+                return None;
+            }
+            let spkis: Vec<SpkiSha256> = r.keys.iter().filter_map(|k| k.spki_sha256).collect();
+            (!spkis.is_empty()).then_some((s.entry.path.as_slice(), spkis))
+        })
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    for s in subjects {
+        let Some(r) = s.record else { continue };
+        let Some(leaf) = r.certs.first() else {
+            continue;
+        };
+        if !r.keys.is_empty() || r.unparseable.is_some() {
+            continue;
+        }
+        let e = s.entry;
+        if out
+            .iter()
+            .any(|p| p.path == e.path && p.rule == Rule::CertNoKey)
+        {
+            continue;
+        }
+        for key_path in paired_key_names(&e.path) {
+            let Some(spkis) = keys.get(key_path.as_slice()) else {
+                continue;
+            };
+            if !spkis.contains(&leaf.spki_sha256) {
+                out.push(Posture {
+                    path: e.path.clone(),
+                    group: e.group.clone(),
+                    class: e.class,
+                    rule: Rule::CertNoKey,
+                    severity: Severity::Medium,
+                    message: format!(
+                        "its name pairs it with {}, which holds a different public key (certificate SPKI SHA-256 {}, key {})",
+                        crate::sanitize::Name(&key_path),
+                        leaf.spki_sha256,
+                        spkis[0]
+                    ),
+                });
+            }
+            break;
+        }
+    }
+}
+
+/// The key file names a certificate at `path` is paired with, most specific first.
+fn paired_key_names(path: &[u8]) -> Vec<Vec<u8>> {
+    let cut = path.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let (dir, name) = path.split_at(cut);
+    let lower = name.to_ascii_lowercase();
+    let mut out = Vec::new();
+    for ext in [&b".pem"[..], b".crt", b".cer"] {
+        if lower.len() <= ext.len() || !lower.ends_with(ext) {
+            continue;
+        }
+        let stem = &name[..name.len() - ext.len()];
+        let lstem = &lower[..stem.len()];
+        for sep in [&b"-"[..], b"_", b"."] {
+            for word in [&b"cert"[..], b"crt", b"certificate"] {
+                let suffix = [sep, word].concat();
+                if lstem.len() > suffix.len() && lstem.ends_with(&suffix) {
+                    let base = &stem[..stem.len() - suffix.len()];
+                    out.push([dir, base, sep, b"key.pem"].concat());
+                    out.push([dir, base, sep, b"key"].concat());
+                    out.push([dir, base, b".key"].concat());
+                }
+            }
+        }
+        out.push([dir, stem, b".key"].concat());
     }
     out
 }
@@ -257,7 +474,14 @@ fn key_access(
             (true, false) => "its group",
             _ => "others",
         };
+        // Debian's convention: keys of /etc/ssl/private are 0640 root:ssl-cert, read by the
+        // TLS services in that group. Read-only for that group there is by design.
+        let tls_group = others == 0
+            && group == 0o040
+            && Some(e.gid) == ctx.tls_key_gid
+            && e.path.starts_with(b"/etc/ssl/private/");
         let sev = match (others != 0, encrypted) {
+            _ if tls_group => Severity::Low,
             (true, false) => Severity::Critical,
             (false, false) | (true, true) => Severity::High,
             (false, true) => Severity::Medium,
@@ -266,10 +490,15 @@ fn key_access(
             Rule::KeyPerm,
             sev,
             format!(
-                "private key{} has mode {:04o}: {who} can {}",
+                "private key{} has mode {:04o}: {who} can {}{}",
                 if encrypted { " (encrypted)" } else { "" },
                 e.mode,
-                rw(e.mode & 0o077)
+                rw(e.mode & 0o077),
+                if tls_group {
+                    " (group ssl-cert: Debian's design for TLS services' keys)"
+                } else {
+                    ""
+                }
             ),
         );
     }
@@ -388,6 +617,7 @@ fn certs(
     key_spkis: &HashSet<SpkiSha256>,
     opaque_keys: usize,
     push: &mut dyn FnMut(Rule, Severity, String),
+    stale: &mut dyn FnMut(Rule, String) -> bool,
 ) {
     let warn_secs = i64::from(ctx.policy.expiry_warning_days) * DAY;
     let many = r.certs.len() > 1;
@@ -397,37 +627,72 @@ fn certs(
         } else {
             format!("certificate ({})", c.subject)
         };
-        if c.not_after < ctx.now {
-            push(
-                Rule::CertExpired,
-                Severity::High,
-                format!(
-                    "{which} expired {} ({} days ago)",
-                    date(c.not_after),
-                    (ctx.now - c.not_after) / DAY
-                ),
-            );
+        // A trust anchor of a distribution bundle out of its dates is collected, per bundle.
+        let anchor = c.is_ca == Some(true) || c.self_signed;
+        let date_rule = if c.not_after < ctx.now {
+            Some(Rule::CertExpired)
         } else if c.not_before > ctx.now {
-            push(
-                Rule::CertNotYetValid,
-                Severity::Medium,
-                format!("{which} is not valid before {}", date(c.not_before)),
-            );
+            Some(Rule::CertNotYetValid)
         } else if c.not_after - ctx.now <= warn_secs {
-            let days = (c.not_after - ctx.now) / DAY;
-            push(
-                Rule::CertExpiring,
-                if days < 7 {
-                    Severity::Medium
-                } else {
-                    Severity::Low
-                },
+            Some(Rule::CertExpiring)
+        } else {
+            None
+        };
+        let collected = match date_rule {
+            Some(rule) if anchor => stale(
+                rule,
                 format!(
-                    "{which} expires {} (in {days} days; warning window {} days)",
-                    date(c.not_after),
-                    ctx.policy.expiry_warning_days
+                    "{}, {}",
+                    c.subject,
+                    match rule {
+                        Rule::CertNotYetValid => format!("from {}", date(c.not_before)),
+                        _ => format!("until {}", date(c.not_after)),
+                    }
                 ),
-            );
+            ),
+            _ => false,
+        };
+        // The host's own client certificate expiring cuts it off from its KMS.
+        let own = e.class == Class::ClientCert;
+        match date_rule {
+            _ if collected => {}
+            Some(Rule::CertExpired) => {
+                push(
+                    Rule::CertExpired,
+                    Severity::High,
+                    format!(
+                        "{which} expired {} ({} days ago)",
+                        date(c.not_after),
+                        (ctx.now - c.not_after) / DAY
+                    ),
+                );
+            }
+            Some(Rule::CertNotYetValid) => {
+                push(
+                    Rule::CertNotYetValid,
+                    Severity::Medium,
+                    format!("{which} is not valid before {}", date(c.not_before)),
+                );
+            }
+            Some(_) => {
+                let days = (c.not_after - ctx.now) / DAY;
+                push(
+                    Rule::CertExpiring,
+                    if own {
+                        Severity::High
+                    } else if days < 7 {
+                        Severity::Medium
+                    } else {
+                        Severity::Low
+                    },
+                    format!(
+                        "{which} expires {} (in {days} days; warning window {} days)",
+                        date(c.not_after),
+                        ctx.policy.expiry_warning_days
+                    ),
+                );
+            }
+            None => {}
         }
         if let Some(w) = c.key.weakness() {
             push(Rule::WeakKey, Severity::High, format!("{which}: {w}"));
@@ -446,10 +711,17 @@ fn certs(
                 _ => None,
             };
             if let Some(why) = not_ca {
+                // A self-signed leaf (Debian's snakeoil certificate in /etc/ssl/certs) anchors
+                // only itself; anything else here cannot anchor a chain at all.
+                let (sev, note) = if c.self_signed {
+                    (Severity::Low, "; self-signed, it can vouch only for itself")
+                } else {
+                    (Severity::Medium, "")
+                };
                 push(
                     Rule::CaNotCa,
-                    Severity::High,
-                    format!("{which} is not a CA: {why}"),
+                    sev,
+                    format!("{which} is not a CA: {why}{note}"),
                 );
             }
         }
@@ -519,6 +791,45 @@ mod tests {
             assert_eq!(Rule::parse(r.id()), Some(r));
             assert!(!r.help().is_empty() && !r.title().is_empty());
         }
+    }
+
+    #[test]
+    fn distribution_bundles_are_files_or_per_anchor_stores() {
+        let b = |p: &str| distribution_bundle(p.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            b("/etc/ssl/certs/ca-certificates.crt").as_deref(),
+            Some("/etc/ssl/certs/ca-certificates.crt")
+        );
+        assert_eq!(
+            b("/usr/share/ca-certificates/mozilla/X.crt").as_deref(),
+            Some("/usr/share/ca-certificates/mozilla")
+        );
+        assert_eq!(
+            b("/etc/ssl/certs/local.pem").as_deref(),
+            Some("/etc/ssl/certs")
+        );
+        assert_eq!(
+            b("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem").as_deref(),
+            Some("/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem")
+        );
+        assert_eq!(b("/etc/kms-client/certs/ca.pem"), None);
+        assert_eq!(b("/etc/ssl/certs/java/cacerts"), None);
+    }
+
+    #[test]
+    fn certificates_pair_with_keys_by_name() {
+        let names = |p: &str| -> Vec<String> {
+            paired_key_names(p.as_bytes())
+                .into_iter()
+                .map(|b| String::from_utf8(b).unwrap())
+                .collect()
+        };
+        assert_eq!(names("/etc/x/tls.crt"), vec!["/etc/x/tls.key"]);
+        assert_eq!(names("/etc/x/pair.pem"), vec!["/etc/x/pair.key"]);
+        assert!(names("/etc/x/client-cert.pem").contains(&"/etc/x/client-key.pem".to_string()));
+        assert!(names("/etc/x/client_cert.pem").contains(&"/etc/x/client_key.pem".to_string()));
+        assert!(names("/etc/x/cert.pem") == vec!["/etc/x/cert.key"]);
+        assert!(names("/etc/x/README").is_empty());
     }
 
     #[test]

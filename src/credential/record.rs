@@ -66,6 +66,20 @@ impl CredRecord {
         Some(r)
     }
 
+    /// Whether this unparseable file's PEM armour names a certificate or a private key
+    /// (`-----BEGIN CERTIFICATE-----`, `PRIVATE KEY`, `RSA PRIVATE KEY`...): a damaged
+    /// credential, whatever its group's class. PEM failures are the ones worded `PEM ...`
+    /// (see `pem::PemError` and `inspect_pem`); DER shapes and size limits are not armour.
+    pub fn armour_claims_credential(&self) -> bool {
+        matches!(
+            self.kind,
+            CredKind::Certificate | CredKind::CertificateBundle | CredKind::PrivateKey
+        ) && self
+            .unparseable
+            .as_deref()
+            .is_some_and(|r| r.starts_with("PEM"))
+    }
+
     /// The stored spelling of `kind`.
     pub fn kind_str(&self) -> &'static str {
         match self.kind {

@@ -3,7 +3,7 @@
 //! for a terminal).
 
 use super::details;
-use crate::baseline::check::Report;
+use crate::baseline::check::{Finding, Report};
 use crate::baseline::diff::{Severity, Status};
 use crate::sanitize::Name;
 use std::io::Write;
@@ -56,27 +56,16 @@ pub fn human_audit(w: &mut dyn Write, report: &Report, color: bool) -> std::io::
     if posture == 0 {
         summary.push_str("no posture findings");
     } else {
-        let by_severity: Vec<String> = [
-            Severity::Critical,
-            Severity::High,
-            Severity::Medium,
-            Severity::Low,
-            Severity::Info,
-        ]
-        .into_iter()
-        .filter_map(|s| {
-            let n = report
+        let by_severity = severity_counts(
+            report
                 .findings
                 .iter()
-                .filter(|f| f.status == Status::Posture && f.severity == s)
-                .count();
-            (n > 0).then(|| format!("{n} {}", s.as_str()))
-        })
-        .collect();
+                .filter(|f| f.status == Status::Posture),
+        );
         summary.push_str(&format!(
             "{posture} posture finding{} ({})",
             if posture == 1 { "" } else { "s" },
-            by_severity.join(", ")
+            by_severity
         ));
     }
     // Anything else a future audit rule reports still shows up in the count.
@@ -90,6 +79,24 @@ pub fn human_audit(w: &mut dyn Write, report: &Report, color: bool) -> std::io::
         n => summary.push_str(&format!(", {n} errors")),
     }
     writeln!(w, "{summary}")
+}
+
+/// `2 high, 1 low`: how many of `findings` have each severity, highest first.
+pub fn severity_counts<'a>(findings: impl Iterator<Item = &'a Finding> + Clone) -> String {
+    [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ]
+    .into_iter()
+    .filter_map(|s| {
+        let n = findings.clone().filter(|f| f.severity == s).count();
+        (n > 0).then(|| format!("{n} {}", s.as_str()))
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 /// One line per finding with its rule and details, then one per error.

@@ -12,7 +12,7 @@ mod xccdf;
 use junit::xml as junit_xml;
 
 pub use export::export_line;
-pub use human::{human, human_audit};
+pub use human::{human, human_audit, severity_counts};
 pub use junit::junit;
 pub use sarif::sarif;
 pub use xccdf::{xccdf, XccdfRun};

@@ -1,6 +1,6 @@
 //! XCCDF 1.2 `TestResult`: a standalone result document SCAP dashboards import. One
 //! `rule-result` per finding (`fail`, or `informational` for a certificate rotation), one
-//! `pass` for every credential check that found nothing, one `error` per file that could not
+//! `pass` for every credential check that found nothing (`notselected` when posture was not judged), one `error` per file that could not
 //! be checked, and a default-model score (the share of rule-results that did not fail).
 //! Rule ids are `xccdf_io.kmsentry_rule_<id>`: `KMS-…` for credential checks, `drift-<kind>`
 //! for baseline drift. Validated against the NIST schema in `tests/credentials.rs`.
@@ -24,6 +24,9 @@ pub struct XccdfRun<'a> {
     pub start: &'a str,
     pub end: &'a str,
     pub version: &'a str,
+    /// Whether the credential (posture) rules were judged: when not (`verify` without
+    /// `--posture`), they are `notselected`, never `pass`.
+    pub posture: bool,
 }
 
 fn rule_ref(id: &str) -> String {
@@ -124,10 +127,14 @@ pub fn xccdf(report: &Report, run: &XccdfRun<'_>) -> String {
         if r == Rule::CertRotated || failed_rules.contains(r.id()) {
             continue;
         }
-        total += 1;
+        // Not-selected rules are not scored (XCCDF 1.2, default model).
+        let result = if run.posture { "pass" } else { "notselected" };
+        if run.posture {
+            total += 1;
+        }
         let _ = write!(
             body,
-            "  <rule-result idref=\"{}\" role=\"full\" severity=\"{}\" time=\"{}\">\n    <result>pass</result>\n    <ident system=\"https://kmsentry.io/rules\">{}</ident>\n  </rule-result>\n",
+            "  <rule-result idref=\"{}\" role=\"full\" severity=\"{}\" time=\"{}\">\n    <result>{result}</result>\n    <ident system=\"https://kmsentry.io/rules\">{}</ident>\n  </rule-result>\n",
             rule_ref(r.id()),
             severity(super::sarif::default_severity(r)),
             xml(run.end),
