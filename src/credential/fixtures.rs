@@ -62,8 +62,16 @@ macro_rules! require_fixtures {
 }
 pub(super) use require_fixtures;
 
+/// `program` is an executable on `PATH`. Looked up, never run: `ssh-keygen -h` would start
+/// generating a key and read a file name from stdin.
 fn have(program: &str) -> bool {
-    Command::new(program).arg("-h").output().is_ok()
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 const CONFIG: &str = "\
