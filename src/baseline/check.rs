@@ -79,7 +79,7 @@ pub struct CheckOptions {
 /// Compare a live walk of `policy` under `root` with the baseline that `load` returns
 /// (sorted by path bytes, as [`crate::store::Store::entries`] gives it). `load` runs on its
 /// own thread while the walk starts: live entries that arrive before the baseline is ready
-/// wait in a buffer (bounded by how long loading takes), so the database read and `quick_check`
+/// wait in a buffer (bounded by how long loading takes), so the database read and `integrity_check`
 /// overlap with hashing instead of delaying it. `on_entry` is called once per live entry.
 pub fn check(
     root: &Root,
