@@ -249,7 +249,7 @@ pub fn compare(policy: &CompiledPolicy, base: Option<&Entry>, live: Option<Entry
             changes: Vec::new(),
             group: l.group.clone(),
             class: l.class,
-            severity: severity(l.class, Status::Added, &[]),
+            severity: super::diff::added_severity(l.class, &l),
             base: None,
             live: Some(Box::new(l)),
             rule: None,

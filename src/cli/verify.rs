@@ -103,6 +103,7 @@ pub(crate) fn verify(a: &VerifyArgs, common: Common) -> Result<ExitCode> {
         jiff::Timestamp::now().as_second(),
         &owners,
     );
+    crate::baseline::grant::escalate_new_cas(&mut report, &facts);
     finish(&report, a.format, &a.output, common, "verify", &started)
 }
 

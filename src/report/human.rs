@@ -3,7 +3,7 @@
 //! for a terminal).
 
 use super::details;
-use crate::baseline::check::Report;
+use crate::baseline::check::{Finding, Report};
 use crate::baseline::diff::{Severity, Status};
 use crate::sanitize::Name;
 use std::io::Write;
@@ -37,6 +37,13 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
             String::new()
         }
     )?;
+    if !report.findings.is_empty() {
+        writeln!(
+            w,
+            "by severity: {}",
+            by_severity(report, |_| true).join(", ")
+        )?;
+    }
     if report.outside_policy > 0 {
         writeln!(
             w,
@@ -56,23 +63,7 @@ pub fn human_audit(w: &mut dyn Write, report: &Report, color: bool) -> std::io::
     if posture == 0 {
         summary.push_str("no posture findings");
     } else {
-        let by_severity: Vec<String> = [
-            Severity::Critical,
-            Severity::High,
-            Severity::Medium,
-            Severity::Low,
-            Severity::Info,
-        ]
-        .into_iter()
-        .filter_map(|s| {
-            let n = report
-                .findings
-                .iter()
-                .filter(|f| f.status == Status::Posture && f.severity == s)
-                .count();
-            (n > 0).then(|| format!("{n} {}", s.as_str()))
-        })
-        .collect();
+        let by_severity = by_severity(report, |f| f.status == Status::Posture);
         summary.push_str(&format!(
             "{posture} posture finding{} ({})",
             if posture == 1 { "" } else { "s" },
@@ -92,10 +83,39 @@ pub fn human_audit(w: &mut dyn Write, report: &Report, color: bool) -> std::io::
     writeln!(w, "{summary}")
 }
 
-/// One line per finding with its rule and details, then one per error.
+/// `N critical, M high, ...` over the findings `keep` selects, most severe first, leaving
+/// out severities with none.
+fn by_severity(report: &Report, keep: impl Fn(&Finding) -> bool) -> Vec<String> {
+    [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+        Severity::Info,
+    ]
+    .into_iter()
+    .filter_map(|s| {
+        let n = report
+            .findings
+            .iter()
+            .filter(|f| keep(f) && f.severity == s)
+            .count();
+        (n > 0).then(|| format!("{n} {}", s.as_str()))
+    })
+    .collect()
+}
+
+/// One line per finding with its rule and details, most severe first (then by path), then
+/// one per error.
 fn lines(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
     let paint = |code: &str, text: &str| paint(color, code, text);
-    for f in &report.findings {
+    let mut order: Vec<&Finding> = report.findings.iter().collect();
+    order.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    for f in order {
         let status = match f.status {
             Status::Added => paint("1;33", "ADDED  "),
             Status::Removed => paint("1;31", "REMOVED"),
@@ -136,6 +156,18 @@ fn lines(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()>
         }
         for (attr, (b, l)) in details(f) {
             writeln!(w, "        {}: {b} -> {l}", attr.as_str())?;
+        }
+        if f.status == Status::Added {
+            for (name, v) in super::added_details(report, f) {
+                writeln!(w, "        {name}: {v}")?;
+            }
+        }
+        for g in crate::baseline::grant::of(report, f) {
+            writeln!(
+                w,
+                "        grants: {}",
+                crate::sanitize::escape(g.what.as_bytes())
+            )?;
         }
     }
     for e in &report.errors {
