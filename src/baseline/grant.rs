@@ -122,3 +122,26 @@ pub fn subject(report: &Report, f: &Finding) -> Option<String> {
         n => format!("{} (and {} more certificates)", first.subject, n - 1),
     })
 }
+
+/// Drop the live credential facts no finding cites any more (the judgement and the CA
+/// escalation are done; renderers read them only for added findings' subjects and grants),
+/// and give their memory back before the report is rendered: at 22k credential files they
+/// are ~18 MB that would otherwise sit beside the rendered output (docs/performance.md).
+pub fn keep_cited_credentials(report: &mut Report) {
+    let cited: std::collections::HashSet<&[u8]> = report
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Added)
+        .map(|f| f.path.as_slice())
+        .collect();
+    let keep: Vec<bool> = report
+        .credentials
+        .iter()
+        .map(|c| cited.contains(c.entry.path.as_slice()))
+        .collect();
+    let mut k = keep.iter();
+    report
+        .credentials
+        .retain(|_| k.next().copied().unwrap_or(false));
+    report.credentials.shrink_to_fit();
+}

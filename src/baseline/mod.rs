@@ -8,6 +8,7 @@ pub mod diff;
 pub mod entry;
 pub mod grant;
 pub mod hash;
+pub mod packed;
 pub mod walk;
 
 pub use entry::{Entry, FileType, Hashes, Problem, Xattr};

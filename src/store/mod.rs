@@ -664,6 +664,20 @@ impl Store {
         self.read_all(f).map(|_| ())
     }
 
+    /// Stream every entry (sorted by path bytes) to `f` and return the signature digest;
+    /// the seal is checked when the stream ends (on an error, discard what `f` gathered).
+    pub fn for_each_entry_with_digest(
+        &self,
+        f: impl FnMut(Entry) -> Result<()>,
+    ) -> Result<[u8; 32]> {
+        self.read_all(f)
+    }
+
+    /// The number of entries (to size a buffer before streaming them).
+    pub fn entry_count(&self) -> Result<usize> {
+        self.count_entries()
+    }
+
     /// Check the whole baseline against its seal (and SQLite's `integrity_check`) without keeping
     /// the rows: what a reader that only looks rows up one by one (the daemon) runs first.
     pub fn verify_seal(&self) -> Result<()> {
