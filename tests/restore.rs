@@ -627,6 +627,7 @@ fn restore_refuses_an_edited_signed_baseline() {
     )
     .unwrap();
     drop(c);
+    reseal(&env.db());
     let pubkey = format!("{}.pub", key.to_str().unwrap());
     let before = listing(&env.root());
     let r = restore(&env, &["--verify-key", &pubkey]);

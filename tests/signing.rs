@@ -77,7 +77,13 @@ fn a_row_edited_with_sqlite_exits_3() {
     )
     .unwrap();
     drop(c);
-    // Without the key the edit passes for clean content (that is what signing is for)...
+    // Unsigned, the seal catches the edit...
+    let r = env.verify("json");
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("edited outside kmsentry"), "{}", r.stderr);
+    // ...until the attacker also recomputes the seal: then the edit passes for clean content
+    // without the key (that is what signing is for)...
+    reseal(&env.db());
     assert_eq!(env.verify("json").code, 0);
     // ...with it, the baseline is refused.
     let r = verify_with(&env, &pub_of(&key));
@@ -213,6 +219,7 @@ fn move_to_other_host(env: &TestEnv, key: &std::path::Path) {
     let mut s = kmsentry::store::Store::open(&env.db(), true).unwrap();
     let k = kmsentry::store::signing::load_signing_key(key).unwrap();
     kmsentry::store::signing::sign(&mut s, 1, &k, "now").unwrap();
+    s.seal(1, "now").unwrap();
 }
 
 #[test]
@@ -323,6 +330,7 @@ fn an_edited_credential_fact_exits_3() {
         .unwrap();
     assert_eq!(n, 1, "the baseline holds the certificate's facts");
     drop(c);
+    reseal(&env.db());
     let r = verify_with(&env, &pub_of(&key));
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(
@@ -344,6 +352,7 @@ fn an_edited_machine_id_exits_3() {
         .unwrap();
     assert_eq!(n, 1);
     drop(c);
+    reseal(&env.db());
     let r = verify_with(&env, &pub_of(&key));
     assert_eq!(r.code, 3, "{}{}", r.stdout, r.stderr);
     assert!(

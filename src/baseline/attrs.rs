@@ -188,27 +188,7 @@ const CAP_NAMES: [&str; 41] = [
 /// Decode a `security.capability` value (VFS caps v2/v3) as `getcap` would print it:
 /// `cap_net_bind_service,cap_net_raw=ep`. `None` when the bytes do not parse.
 pub fn capability_text(v: &[u8]) -> Option<String> {
-    let word = |i: usize| -> Option<u32> {
-        let b = v.get(i * 4..i * 4 + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let magic = word(0)?;
-    let version = magic & 0xFF00_0000;
-    let effective = magic & 1 != 0;
-    let (permitted, inheritable, rootid) = match (version, v.len()) {
-        (0x0100_0000, 12) => (u64::from(word(1)?), u64::from(word(2)?), None),
-        (0x0200_0000, 20) => (
-            u64::from(word(1)?) | (u64::from(word(3)?) << 32),
-            u64::from(word(2)?) | (u64::from(word(4)?) << 32),
-            None,
-        ),
-        (0x0300_0000, 24) => (
-            u64::from(word(1)?) | (u64::from(word(3)?) << 32),
-            u64::from(word(2)?) | (u64::from(word(4)?) << 32),
-            Some(word(5)?),
-        ),
-        _ => return None,
-    };
+    let (effective, permitted, inheritable, rootid) = parse_caps(v)?;
     let names = |bits: u64| -> Vec<String> {
         (0..64)
             .filter(|b| bits & (1 << b) != 0)
@@ -238,6 +218,38 @@ pub fn capability_text(v: &[u8]) -> Option<String> {
         let _ = write!(out, " [rootid={r}]");
     }
     Some(out)
+}
+
+/// The capability bits a `security.capability` value grants (permitted or inheritable), by
+/// `capability.h` number. `None` when the bytes do not parse.
+pub fn capability_bits(v: &[u8]) -> Option<u64> {
+    parse_caps(v).map(|(_, p, i, _)| p | i)
+}
+
+/// (effective, permitted, inheritable, rootid) of a VFS caps v1/v2/v3 value.
+fn parse_caps(v: &[u8]) -> Option<(bool, u64, u64, Option<u32>)> {
+    let word = |i: usize| -> Option<u32> {
+        let b = v.get(i * 4..i * 4 + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let magic = word(0)?;
+    let version = magic & 0xFF00_0000;
+    let effective = magic & 1 != 0;
+    let (permitted, inheritable, rootid) = match (version, v.len()) {
+        (0x0100_0000, 12) => (u64::from(word(1)?), u64::from(word(2)?), None),
+        (0x0200_0000, 20) => (
+            u64::from(word(1)?) | (u64::from(word(3)?) << 32),
+            u64::from(word(2)?) | (u64::from(word(4)?) << 32),
+            None,
+        ),
+        (0x0300_0000, 24) => (
+            u64::from(word(1)?) | (u64::from(word(3)?) << 32),
+            u64::from(word(2)?) | (u64::from(word(4)?) << 32),
+            Some(word(5)?),
+        ),
+        _ => return None,
+    };
+    Some((effective, permitted, inheritable, rootid))
 }
 
 /// A display form for an xattr value: decoded capability, printable text (SELinux labels,

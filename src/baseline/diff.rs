@@ -111,22 +111,154 @@ fn content_differs(base: &Entry, live: &Entry) -> bool {
     }
 }
 
+/// [`severity`] of a change from `base` to `live`, raised, whatever the class, to what the
+/// change grants (see [`grants`]): that is how privilege escalation and tampering start.
+pub fn change_severity(class: Class, base: &Entry, live: &Entry, changes: &[Attr]) -> Severity {
+    let sev = severity(class, Status::Changed, changes);
+    grants(class, Some((base, changes)), live)
+        .iter()
+        .fold(sev, |s, g| s.max(g.severity))
+}
+
+/// [`severity`] of a new entry, raised, whatever the class, to what it grants: a new
+/// setuid-root shell is as dangerous as a shell that became setuid-root.
+pub fn added_severity(class: Class, live: &Entry) -> Severity {
+    let sev = severity(class, Status::Added, &[]);
+    grants(class, None, live)
+        .iter()
+        .fold(sev, |s, g| s.max(g.severity))
+}
+
+/// One thing a change gives someone: what, in words, and the least severity it deserves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub severity: Severity,
+    pub what: String,
+}
+
+/// File capabilities that bypass file permissions, ownership or the kernel's own checks, or
+/// hand out root: any of them on a binary lets its users read every key (`cap_dac_read_search`
+/// on `openssl`) or become root. By `capability.h` number: chown, dac_override,
+/// dac_read_search, fowner, setgid, setuid, setpcap, sys_module, sys_rawio, sys_ptrace,
+/// sys_admin, setfcap, mac_override, mac_admin, bpf.
+const ROOT_EQUIVALENT_CAPS: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 16)
+    | (1 << 17)
+    | (1 << 19)
+    | (1 << 21)
+    | (1 << 31)
+    | (1 << 32)
+    | (1 << 33)
+    | (1 << 39);
+
+/// The dynamic loader's preload list: every library named there is loaded into every
+/// dynamically linked process, the KMS client's included.
+pub const LD_SO_PRELOAD: &[u8] = b"/etc/ld.so.preload";
+
+/// What `live` grants that its baseline did not, whatever the group's class (the escalation
+/// table of `docs/policy.md`). `base` is the baseline entry and the attributes the policy
+/// found changed; `None` for a new entry, which grants everything it has. Pure.
+pub fn grants(class: Class, base: Option<(&Entry, &[Attr])>, live: &Entry) -> Vec<Grant> {
+    let mut out = Vec::new();
+    let changed = |a: Attr| base.is_none_or(|(_, c)| c.contains(&a));
+    let before = base.map(|(b, _)| b);
+    let mut grant = |severity: Severity, what: String| out.push(Grant { severity, what });
+    if live.ftype == FileType::Symlink {
+        // A symlink's own mode and xattrs grant nothing; where it points is its link target.
+        if live.path == LD_SO_PRELOAD && (changed(Attr::LinkTarget) || changed(Attr::Type)) {
+            grant(
+                Severity::Critical,
+                "/etc/ld.so.preload points somewhere new: every process loads what it names".into(),
+            );
+        }
+        return out;
+    }
+    let file = live.ftype == FileType::File;
+    let exec = file && live.mode & 0o111 != 0;
+    let credential = matches!(
+        class,
+        Class::PrivateKey | Class::ClientCert | Class::CaCert | Class::ProviderBinary
+    );
+    if changed(Attr::Mode) {
+        let gained = live.mode & !before.map_or(0, |b| b.mode);
+        if gained & 0o4000 != 0 {
+            if exec && live.uid == 0 {
+                grant(
+                    Severity::Critical,
+                    "setuid root: anyone who runs it runs as root".into(),
+                );
+            } else {
+                grant(Severity::High, format!("setuid: runs as uid {}", live.uid));
+            }
+        }
+        if gained & 0o2000 != 0 {
+            grant(
+                Severity::High,
+                format!("setgid: runs as (or creates files in) gid {}", live.gid),
+            );
+        }
+        if gained & 0o002 != 0 && !(live.ftype == FileType::Dir && live.mode & 0o1000 != 0) {
+            grant(
+                Severity::High,
+                "world-writable: anyone can change it".into(),
+            );
+        } else if gained & 0o020 != 0 && (exec || credential) {
+            grant(
+                Severity::High,
+                format!(
+                    "group-writable {}: members of gid {} can change it",
+                    if credential { "credential" } else { "binary" },
+                    live.gid
+                ),
+            );
+        }
+    }
+    if changed(Attr::Xattr) {
+        let cap = |e: &Entry| {
+            e.xattrs
+                .iter()
+                .find(|x| x.name == b"security.capability")
+                .map(|x| x.value.clone())
+        };
+        if let Some(v) = cap(live).filter(|v| before.and_then(cap).as_ref() != Some(v)) {
+            let bits = super::attrs::capability_bits(&v);
+            let old = before
+                .and_then(cap)
+                .and_then(|o| super::attrs::capability_bits(&o))
+                .unwrap_or(0);
+            let text = super::attrs::capability_text(&v).unwrap_or_else(|| "undecodable".into());
+            match bits {
+                Some(b) if b & !old == 0 => {}
+                Some(b) if b & !old & ROOT_EQUIVALENT_CAPS != 0 => grant(
+                    Severity::Critical,
+                    format!("file capabilities {text}: its users bypass file permissions or become root"),
+                ),
+                _ => grant(Severity::High, format!("file capabilities {text}")),
+            }
+        }
+    }
+    if live.path == LD_SO_PRELOAD
+        && file
+        && live.size > 0
+        && (changed(Attr::Content) || changed(Attr::Type))
+    {
+        grant(
+            Severity::Critical,
+            "/etc/ld.so.preload names libraries: every process loads them".into(),
+        );
+    }
+    out
+}
+
 /// Severity by class and what happened: a private key's content, mode, owner or ACL change
 /// is critical; a provider binary's content or capabilities too; a CA added to a trust store
 /// is high; generic files are low to medium.
-/// [`severity`] of a change from `base` to `live`, raised to at least high when, whatever
-/// the class, a setuid/setgid bit was newly set or the entry became world-writable: that is
-/// how privilege escalation and tampering start.
-pub fn change_severity(class: Class, base: &Entry, live: &Entry, changes: &[Attr]) -> Severity {
-    let gained = live.mode & !base.mode;
-    let sev = severity(class, Status::Changed, changes);
-    if changes.contains(&Attr::Mode) && gained & 0o6002 != 0 {
-        sev.max(Severity::High)
-    } else {
-        sev
-    }
-}
-
 pub fn severity(class: Class, status: Status, changes: &[Attr]) -> Severity {
     use Attr::*;
     use Severity::*;
@@ -362,5 +494,79 @@ mod tests {
             Low
         );
         assert_eq!(severity(Class::Generic, Status::Added, &[]), Low);
+    }
+
+    #[test]
+    fn what_a_change_grants_raises_it_whatever_the_class() {
+        use Severity::*;
+        let base = file();
+        let mut exe = file();
+        exe.mode = 0o755;
+        let caps = |bits: u32| Xattr {
+            name: b"security.capability".to_vec(),
+            value: [0x0200_0001u32, bits, 0, 0, 0]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect(),
+        };
+        let with = |f: &dyn Fn(&mut Entry)| {
+            let mut e = exe.clone();
+            f(&mut e);
+            e
+        };
+        let cases: Vec<(Entry, Severity)> = vec![
+            (exe.clone(), Low),
+            (with(&|e| e.mode = 0o4755), Critical),
+            (with(&|e| (e.mode, e.uid) = (0o4755, 1000)), High),
+            (with(&|e| e.mode = 0o2755), High),
+            (with(&|e| e.mode = 0o775), High),
+            (with(&|e| e.mode = 0o757), High),
+            (with(&|e| e.xattrs = vec![caps(1 << 2)]), Critical),
+            (with(&|e| e.xattrs = vec![caps(1 << 10)]), High),
+            (
+                with(&|e| {
+                    e.path = LD_SO_PRELOAD.to_vec();
+                    e.mode = 0o644;
+                }),
+                Critical,
+            ),
+        ];
+        for (live, want) in cases {
+            assert_eq!(
+                added_severity(Class::Generic, &live),
+                want,
+                "added {:o} {:?}",
+                live.mode,
+                live.xattrs
+            );
+        }
+        // Changed: only what the policy compared and what is new counts.
+        let mut was = exe.clone();
+        was.xattrs = vec![caps(1 << 10)];
+        let mut now = was.clone();
+        now.xattrs = vec![caps((1 << 10) | (1 << 1))];
+        assert_eq!(
+            change_severity(Class::Generic, &was, &now, &[Attr::Xattr]),
+            Critical
+        );
+        now.xattrs = vec![];
+        assert_eq!(
+            change_severity(Class::Generic, &was, &now, &[Attr::Xattr]),
+            Low,
+            "dropping a capability grants nothing"
+        );
+        let mut suid = base.clone();
+        suid.mode = 0o4600;
+        assert_eq!(
+            change_severity(Class::Generic, &base, &suid, &[Attr::Owner]),
+            Medium,
+            "a mode the policy does not compare is not judged"
+        );
+        // A sticky world-writable directory (/tmp) is not a grant.
+        let mut d = base.clone();
+        d.ftype = FileType::Dir;
+        d.hashes = None;
+        d.mode = 0o1777;
+        assert_eq!(added_severity(Class::Generic, &d), Low);
     }
 }

@@ -6,7 +6,9 @@ pub mod check;
 pub mod credentials;
 pub mod diff;
 pub mod entry;
+pub mod grant;
 pub mod hash;
+pub mod packed;
 pub mod walk;
 
 pub use entry::{Entry, FileType, Hashes, Problem, Xattr};

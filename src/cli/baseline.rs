@@ -159,6 +159,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
             if let Some(k) = &sign_key {
                 signing::sign(s, id, k, &now())?;
             }
+            s.seal(id, &now())?;
             Ok(n)
         });
         result
@@ -328,8 +329,23 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         .map(signing::load_signing_key)
         .transpose()?;
     let objects = super::store::open_for_baseline(&a.store)?;
+    // Written before seals: its rows cannot be checked. Only a full update, which re-records
+    // every entry from the live tree, may seal it; a partial one would seal rows nobody
+    // checked. Asked before the writer's open, which would migrate it.
+    if Store::predates_seal(&a.db) && (!filters.is_empty() || a.accept_rotations) {
+        return Err(Error::Integrity(format!(
+                "{}: this baseline was written before baselines carried a seal, so its rows cannot be checked; \
+                 seal it with a full `kmsentry baseline update` (no paths, no --accept-rotations: every entry is \
+                 re-recorded from the live tree) or re-create it with `kmsentry baseline init --force`",
+            Name(&bytes(&a.db))
+        )));
+    }
     let mut store = Store::open(&a.db, true)?;
-    store.quick_check()?;
+    if store.is_legacy() {
+        tracing::warn!(
+            "this baseline was written before baselines carried a seal: every entry is re-recorded from the live tree and the baseline is sealed; its earlier history (runs, accepted changes) is kept unchecked"
+        );
+    }
     if sign_key.is_none() && store.is_signed()? {
         tracing::warn!(
             "this baseline is signed: an update without --sign-key invalidates the signature, and `verify --verify-key` will refuse the baseline until it is signed again"
@@ -455,6 +471,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         }
     }
     let reason = a.reason.clone();
+    let legacy = store.is_legacy();
     let mut names = crate::users::Names::for_root(&root);
     let n_put = put.len();
     store.atomically(|s| {
@@ -478,9 +495,13 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
                 .filter(|sc| written.contains(sc.path.as_slice())),
         )?;
         s.finish_run(id, n_put as i64, &now())?;
+        if legacy {
+            s.drop_orphan_credentials()?;
+        }
         if let Some(k) = &sign_key {
             signing::sign(s, id, k, &now())?;
         }
+        s.seal(id, &now())?;
         Ok(())
     })?;
     let mut to_store = Vec::new();
@@ -545,8 +566,8 @@ fn rotated_paths(
 }
 
 pub(crate) fn export(a: &ExportArgs) -> Result<ExitCode> {
+    // The stream checks the seal when it ends; nothing is printed before that.
     let store = Store::open(&a.db, false)?;
-    store.quick_check()?;
     let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(b"# kmsentry baseline export, format 1\n");
     store.for_each_entry(|e| {

@@ -68,8 +68,7 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
         .transpose()?;
     let root = super::open_root(&a.root)?;
     let db = Store::open(&a.db, false)?;
-    db.quick_check()?;
-    crate::store::check_origin(&db, &root, a.allow_other_host)?;
+    // Read (and so check the seal) before trusting what the runs say about its origin.
     let baseline = match &verify_key {
         Some(k) => {
             let (entries, digest) = db.entries_with_digest()?;
@@ -78,6 +77,7 @@ pub(crate) fn restore(a: &RestoreArgs, common: Common) -> Result<ExitCode> {
         }
         None => db.entries()?,
     };
+    crate::store::check_origin(&db, &root, a.allow_other_host)?;
     let objects = ObjectStore::open(&a.store)?;
     let paths: Vec<Vec<u8>> = a
         .paths

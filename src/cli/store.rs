@@ -134,7 +134,6 @@ pub(crate) fn gc(a: &GcArgs, common: Common) -> Result<ExitCode> {
     let mut keep: HashSet<[u8; 32]> = HashSet::new();
     for db in &a.db {
         let s = Store::open(db, false)?;
-        s.quick_check()?;
         s.for_each_entry(|e| {
             if let Some(h) = e.hashes {
                 keep.insert(h.blake3);

@@ -37,6 +37,13 @@ pub fn human(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result
             String::new()
         }
     )?;
+    if !report.findings.is_empty() {
+        writeln!(
+            w,
+            "by severity: {}",
+            severity_counts(report.findings.iter())
+        )?;
+    }
     if report.outside_policy > 0 {
         writeln!(
             w,
@@ -99,10 +106,17 @@ pub fn severity_counts<'a>(findings: impl Iterator<Item = &'a Finding> + Clone) 
     .join(", ")
 }
 
-/// One line per finding with its rule and details, then one per error.
+/// One line per finding with its rule and details, most severe first (then by path), then
+/// one per error.
 fn lines(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()> {
     let paint = |code: &str, text: &str| paint(color, code, text);
-    for f in &report.findings {
+    let mut order: Vec<&Finding> = report.findings.iter().collect();
+    order.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    for f in order {
         let status = match f.status {
             Status::Added => paint("1;33", "ADDED  "),
             Status::Removed => paint("1;31", "REMOVED"),
@@ -143,6 +157,18 @@ fn lines(w: &mut dyn Write, report: &Report, color: bool) -> std::io::Result<()>
         }
         for (attr, (b, l)) in details(f) {
             writeln!(w, "        {}: {b} -> {l}", attr.as_str())?;
+        }
+        if f.status == Status::Added {
+            for (name, v) in super::added_details(report, f) {
+                writeln!(w, "        {name}: {v}")?;
+            }
+        }
+        for g in crate::baseline::grant::of(report, f) {
+            writeln!(
+                w,
+                "        grants: {}",
+                crate::sanitize::escape(g.what.as_bytes())
+            )?;
         }
     }
     for e in &report.errors {

@@ -54,6 +54,21 @@ pub fn json(report: &Report) -> Value {
                 }
                 o.insert("details".into(), Value::Object(d));
             }
+            if f.status == Status::Added {
+                // The new entry's attributes, named like a changed finding's details.
+                let d: Map<String, Value> = added_details(report, f)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!({ "live": v })))
+                    .collect();
+                o.insert("details".into(), Value::Object(d));
+            }
+            let grants = crate::baseline::grant::of(report, f);
+            if !grants.is_empty() {
+                o.insert(
+                    "grants".into(),
+                    json!(grants.iter().map(|g| g.what.as_str()).collect::<Vec<_>>()),
+                );
+            }
             Value::Object(o)
         })
         .collect();
@@ -83,6 +98,37 @@ pub fn details(f: &Finding) -> Vec<(Attr, (String, String))> {
         return Vec::new();
     };
     f.changes.iter().map(|a| (*a, detail(*a, b, l))).collect()
+}
+
+/// For an added finding: the new entry's attributes as display text, each named like the
+/// attribute in a changed finding's details (`type`, `mode`, `owner`, `group`, `size`,
+/// `content`, `acl`, `xattr` with decoded capabilities, `link_target`), plus `subject` for a
+/// certificate file. Attributes the entry does not have are left out, never defaulted.
+pub fn added_details(report: &Report, f: &Finding) -> Vec<(&'static str, String)> {
+    let Some(l) = f.live.as_deref() else {
+        return Vec::new();
+    };
+    let mut attrs = vec![Attr::Type, Attr::Mode, Attr::Owner, Attr::Group];
+    if l.ftype == FileType::File {
+        attrs.extend([Attr::Size, Attr::Content]);
+    }
+    if l.acl_access.is_some() || l.acl_default.is_some() {
+        attrs.push(Attr::Acl);
+    }
+    if l.link_target.is_some() {
+        attrs.push(Attr::LinkTarget);
+    }
+    let mut out: Vec<(&'static str, String)> = attrs
+        .into_iter()
+        .map(|a| (a.as_str(), detail(a, l, l).1))
+        .collect();
+    if !l.xattrs.is_empty() {
+        out.push((Attr::Xattr.as_str(), xattr_delta(&[], &l.xattrs).1));
+    }
+    if let Some(s) = crate::baseline::grant::subject(report, f) {
+        out.push(("subject", escape(s.as_bytes()).into_owned()));
+    }
+    out
 }
 
 fn detail(attr: Attr, b: &Entry, l: &Entry) -> (String, String) {

@@ -96,10 +96,19 @@ fn human_output_escapes_and_summarises() {
     );
     assert!(s.contains("mode: 0600 -> 0644"));
     assert!(
-        s.ends_with("3 checked: 1 added, 1 removed, 1 changed, 0 errors\n"),
+        s.ends_with(
+            "3 checked: 1 added, 1 removed, 1 changed, 0 errors\nby severity: 2 critical, 1 high\n"
+        ),
         "{s}"
     );
-    assert_eq!(s.lines().count(), 6, "{s}");
+    // The added entry lists its attributes (6 lines), like a changed one lists its changes.
+    assert!(
+        s.contains(
+            "ADDED   high     /k/new  (keys/private-key)\n        type: file\n        mode: 0600\n"
+        ),
+        "{s}"
+    );
+    assert_eq!(s.lines().count(), 13, "{s}");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use super::detail;
 use super::touch::{self, Op, StepKind, Touch};
 use crate::alert::{Alert, Kind, Outcome};
-use crate::baseline::diff::{change_severity, diff, severity, Status};
+use crate::baseline::diff::{added_severity, change_severity, diff, severity, Status};
 use crate::baseline::entry::Entry;
 use crate::policy::{Attr, Group};
 use crate::users::Names;
@@ -86,7 +86,10 @@ pub fn alerts(o: &Observed<'_>, t: &Touch, names: &mut Names) -> Vec<Alert> {
                     } else {
                         Kind::Renamed
                     },
-                    severity(g.class, Status::Added, &[]),
+                    o.live.map_or_else(
+                        || severity(g.class, Status::Added, &[]),
+                        |l| added_severity(g.class, l),
+                    ),
                 );
                 if step.kind == StepKind::RenamedTo {
                     a.detail.insert("direction".into(), "to".into());

@@ -72,7 +72,7 @@ pub(super) fn load_snapshot(cfg: &Config, root: &Root) -> Result<Loaded> {
 fn open_baseline(cfg: &Config, root: &Root) -> Result<Store> {
     let store = Store::open(&cfg.db, false)?;
     store.limit_cache(512)?;
-    store.quick_check()?;
+    store.verify_seal()?;
     crate::store::check_origin(&store, root, cfg.allow_other_host)?;
     if let Some(k) = &cfg.verify_key {
         let key = crate::store::signing::load_verifying_key(k)?;

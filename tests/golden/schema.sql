@@ -53,6 +53,12 @@ CREATE TABLE runs (
     reason        TEXT,
     entries       INTEGER NOT NULL
 , machine_id TEXT);
+CREATE TABLE seal (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    digest    BLOB    NOT NULL,
+    run_id    INTEGER NOT NULL REFERENCES runs (id),
+    sealed_at TEXT    NOT NULL
+);
 CREATE TABLE signatures (
     id         INTEGER PRIMARY KEY,
     run_id     INTEGER NOT NULL REFERENCES runs (id),
