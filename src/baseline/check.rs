@@ -3,68 +3,18 @@
 //! comparison on the walker's threads; only findings (and, when asked, the paths of clean
 //! entries) are kept, so memory is the baseline plus the drift.
 
-use super::diff::{diff, severity, Severity, Status};
+use super::diff::{diff, severity, Status};
 use super::entry::Entry;
+pub use super::findings::{Clean, Finding, Report};
 use super::packed::Packed;
-use super::walk::{self, Item, WalkError};
+use super::walk::{self, Item};
 use crate::fsroot::Root;
-use crate::policy::{Attr, Class, CompiledPolicy};
+use crate::policy::CompiledPolicy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-/// One difference between baseline and live state.
-#[derive(Clone, Debug)]
-pub struct Finding {
-    pub path: Vec<u8>,
-    pub status: Status,
-    /// What differs (empty for added/removed).
-    pub changes: Vec<Attr>,
-    pub group: String,
-    pub class: Class,
-    pub severity: Severity,
-    /// The baseline record (removed, changed).
-    pub base: Option<Box<Entry>>,
-    /// The live record (added, changed).
-    pub live: Option<Box<Entry>>,
-    /// Posture and rotated findings: the rule id (`KMS-KEY-PERM`, `KMS-CERT-ROTATED`...).
-    pub rule: Option<&'static str>,
-    /// Posture and rotated findings: what was found, in words.
-    pub message: Option<String>,
-}
-
-/// A clean entry, kept only when a report lists every entry checked (JUnit).
-#[derive(Clone, Debug)]
-pub struct Clean {
-    pub path: Vec<u8>,
-    pub group: String,
-}
-
 /// Live entries buffered while the baseline loads, at most.
 const PENDING_MAX: usize = 4096;
-
-/// The outcome of one comparison.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Sorted by path bytes.
-    pub findings: Vec<Finding>,
-    /// Per-entry failures: unreadable, unstable, vanished directories...
-    pub errors: Vec<WalkError>,
-    /// Distinct paths compared (live ∪ baseline within the policy).
-    pub checked: u64,
-    /// Baseline entries no group of this policy covers any more (not compared).
-    pub outside_policy: u64,
-    /// Clean entries, when requested.
-    pub clean: Vec<Clean>,
-    /// Credential files and provider binaries as inspected, when requested (sorted by path).
-    pub credentials: Vec<super::credentials::LiveCred>,
-}
-
-impl Report {
-    /// Count of findings with `status`.
-    pub fn count(&self, status: Status) -> usize {
-        self.findings.iter().filter(|f| f.status == status).count()
-    }
-}
 
 /// Options for [`check`].
 #[derive(Clone, Copy, Debug, Default)]

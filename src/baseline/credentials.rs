@@ -5,11 +5,12 @@
 //! page cache); `judge` runs once at the end over everything inspected. The facts come from
 //! `credential`; this module only connects them to entries, the policy and the baseline.
 
-use super::check::{Finding, Report};
 use super::diff::{Severity, Status};
+pub use super::findings::LiveCred;
+use super::findings::{Finding, Report};
 use super::walk::WalkError;
 use super::{Entry, FileType};
-use crate::credential::elf::{elf_facts, ElfFacts};
+use crate::credential::elf::elf_facts;
 use crate::credential::posture::{self, Posture, Rule, Subject};
 use crate::credential::rotation::{self, Host, Live};
 use crate::credential::{record, CredRecord, Scanned, SpkiSha256};
@@ -19,14 +20,6 @@ use std::collections::{HashMap, HashSet};
 
 /// Provider binaries larger than this are not read for their build-id.
 pub const ELF_MAX_BYTES: u64 = 256 << 20;
-
-/// One inspected live entry.
-#[derive(Clone, Debug)]
-pub struct LiveCred {
-    pub entry: Entry,
-    pub scanned: Option<Scanned>,
-    pub elf: Option<Result<ElfFacts, String>>,
-}
 
 /// Whether [`inspect`] has anything to do for `e`.
 pub fn relevant(e: &Entry) -> bool {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod credentials;
 pub mod diff;
 pub mod entry;
+pub mod findings;
 pub mod grant;
 pub mod hash;
 pub mod packed;

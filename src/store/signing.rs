@@ -365,7 +365,7 @@ mod tests {
             .collect();
         assert_eq!(
             cols.join(", "),
-            super::super::ENTRY_COLUMNS.replace(" \\\n    ", " ")
+            super::super::entries::ENTRY_COLUMNS.replace(" \\\n    ", " ")
         );
     }
 
