@@ -70,7 +70,7 @@ pub enum Error {
     #[error("{}: baseline database not found (create one with `kmsentry baseline init`)", Name(.path))]
     DbMissing { path: Vec<u8> },
     /// SQLite refused the database (corrupt, truncated, not a database, locked...).
-    #[error("{}: baseline database: {what}", Name(.path))]
+    #[error("{}: baseline database: {what}{}", Name(.path), db_advice(.source))]
     Db {
         path: Vec<u8>,
         what: String,
@@ -110,6 +110,18 @@ impl Error {
 
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a damaged database means and what to do, for the SQLite errors that say so.
+fn db_advice(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (the baseline is corrupt: a damaged disk or copy, or it was edited outside kmsentry; \
+             do not trust a verdict from it: restore it from a good copy, or re-create it from a \
+             trusted state with `kmsentry baseline init --force`)"
+        }
+        _ => "",
+    }
+}
 
 #[cfg(test)]
 mod tests {
