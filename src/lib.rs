@@ -44,6 +44,7 @@ pub mod decide;
 pub mod error;
 pub mod exit;
 pub mod fsroot;
+pub mod logs;
 pub mod policy;
 pub mod proc;
 pub mod report;
