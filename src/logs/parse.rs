@@ -74,9 +74,18 @@ pub fn sniff(line: &str) -> Format {
     Format::Syslog
 }
 
+/// At least two `key=value` tokens, keys made of word characters.
 fn logfmt_like(t: &str) -> bool {
-    let pairs = logfmt(t);
-    pairs.len() >= 2 && !t.starts_with('=')
+    t.split(' ')
+        .filter(|w| {
+            w.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty()
+                    && k.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+            })
+        })
+        .count()
+        >= 2
 }
 
 /// Parse one line in `format` (`auto` sniffs the line itself).
@@ -694,6 +703,30 @@ mod tests {
             parse(Format::Regex, Some(&re), b"nothing").unwrap_err(),
             Skip::Unparseable
         );
+    }
+
+    #[test]
+    fn auto_sniffs_each_shape() {
+        assert_eq!(sniff("{\"a\":1}"), Format::Json);
+        assert_eq!(sniff("level=info msg=x"), Format::Logfmt);
+        assert_eq!(
+            sniff("2026-12-02 10:00:00,123 - kmip.server - INFO - a=b c"),
+            Format::Syslog
+        );
+        assert_eq!(
+            sniff("<13>1 2026-12-02T10:00:00Z h a - - - m"),
+            Format::Syslog
+        );
+        assert_eq!(sniff("Dec  2 10:00:00 h sshd[1]: m"), Format::Syslog);
+        assert_eq!(
+            sniff("20261202 10:00:00,h,u,l,1,2,QUERY,,'x',0"),
+            Format::MariadbAudit
+        );
+        assert_eq!(
+            sniff("2026-12-02 10:00:00.1 UTC [1] LOG:  x"),
+            Format::Pgaudit
+        );
+        assert_eq!(sniff("CEF:0|a|b|c|d|e|1|"), Format::Cef);
     }
 
     #[test]

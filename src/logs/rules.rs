@@ -266,6 +266,9 @@ pub fn fits(rule: &rsigma_parser::LogSource, src: &RawLogsource) -> bool {
 pub fn engine_for(set: &RuleSet, src: &RawLogsource) -> Result<(CorrelationEngine, usize)> {
     let config = CorrelationConfig {
         timestamp_fallback: rsigma_eval::TimestampFallback::Skip,
+        // Sigma: rules a correlation refers to do not alert on their own unless it says
+        // `generate: true`.
+        emit_detections: false,
         ..CorrelationConfig::default()
     };
     let mut eng = CorrelationEngine::new(config);
