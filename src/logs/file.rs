@@ -26,7 +26,9 @@ pub fn expand(glob: &str) -> Result<Vec<PathBuf>> {
             continue;
         };
         let bytes = p.as_os_str().as_bytes();
-        if m.is_file() {
+        if !m.is_dir() {
+            // A FIFO, device or symlink that matches is listed too, so `open` reports it
+            // (never opening it) instead of it vanishing from the run without a word.
             if pat.matches(bytes) && (want_gz || !bytes.ends_with(b".gz")) {
                 out.push(p);
             }
@@ -214,6 +216,7 @@ mod tests {
         let glob = format!("{}/a.log*", t.path().to_str().unwrap());
         let got = expand(&glob).unwrap();
         assert_eq!(got, vec![t.path().join("a.log")]);
+        assert!(open(&fifo, false).is_err());
         let got = expand(&format!("{glob}.gz")).unwrap();
         assert_eq!(got, vec![t.path().join("a.log.1.gz")]);
     }

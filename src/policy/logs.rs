@@ -359,10 +359,23 @@ pub fn compile_logs(
             Some(OneOrManyFirstSeen::One(f)) => vec![f],
             Some(OneOrManyFirstSeen::Many(v)) => v.iter().collect(),
         };
+        // Inside the untagged one-or-list form serde keeps no positions; fall back to the
+        // `first_seen` key's own, else the entry's `name`.
+        let outer = r
+            .first_seen
+            .as_ref()
+            .map(|f| f.referenced)
+            .filter(|o| o.line() > 0);
+        let name_at = r.name.referenced;
+        let at = |l: &Location| match outer {
+            _ if l.line() > 0 => *l,
+            Some(o) => o,
+            None => name_at,
+        };
         for f in list {
             if f.field.value.is_empty() {
                 fail(
-                    &f.field.referenced,
+                    &at(&f.field.referenced),
                     "`field` is empty; expected an event field such as auth.display_name".into(),
                 );
             }
@@ -372,7 +385,7 @@ pub fn compile_logs(
                     learn_secs: secs,
                 }),
                 None => fail(
-                    &f.learn.referenced,
+                    &at(&f.learn.referenced),
                     format!(
                         "`{}` is not a duration; expected e.g. 7d, 12h or 30m",
                         f.learn.value
