@@ -2,8 +2,9 @@
 # `kmsentry logs scan` throughput over a generated mixed log (sshd syslog, PostgreSQL+pgaudit,
 # Vault audit JSON) with every shipped rule (rules/), beside:
 #   floor: `grep -E -c -f PATTERNS` with the rules' literal patterns (no parsing, no fields);
-#   peer:  rsigma's own CLI (`rsigma engine eval`) over the Vault JSON part, when installed
-#          (`cargo install rsigma --version 0.21.0`; RSIGMA=path overrides).
+#   peer:  rsigma-eval's own engine (examples/rsigma_peer.rs: serde_json per line, then
+#          CorrelationEngine::process_event, no kmsentry code) over the Vault JSON part with
+#          the Vault pack; the rsigma CLI (`cargo install rsigma`) is too heavy to build here.
 # Usage: scripts/bench-logs.sh [MB] (default 240). Results: scripts/bench-runs/logs-*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ MB="${1:-240}"
 W="$(mktemp -d /tmp/kmsentry-bench-logs.XXXXXX)"
 trap 'rm -rf "$W"' EXIT
 cargo build --release --locked -q
+cargo build --release --locked -q --example rsigma_peer
 K=target/release/kmsentry
 
 python3 - "$W" "$MB" <<'PY'
@@ -100,11 +102,9 @@ k_findings=$(python3 -c "import json;print(json.load(open('$W/k.json'))['summary
 g_s=$(best grep -E -c -f "$W/patterns" "$W/sshd.log" "$W/pg.log" "$W/vault.log")
 vault_bytes=$(wc -c <"$W/vault.log")
 kv_s=$(best $K logs scan --policy "$W/policy.yaml" --source vault --format json -o "$W/kv.json")
-RSIGMA="${RSIGMA:-$(command -v rsigma || ls /tmp/rsigma-bin/bin/rsigma 2>/dev/null || true)}"
-p_s=null
-if [ -n "$RSIGMA" ] && [ -x "$RSIGMA" ]; then
-  p_s=$(best sh -c "\"$RSIGMA\" engine eval --rules rules/kms-audit/vault.yml < \"$W/vault.log\" > \"$W/p.out\"")
-fi
+kv_findings=$(python3 -c "import json;print(json.load(open('$W/kv.json'))['summary']['findings'])")
+p_s=$(best sh -c "target/release/examples/rsigma_peer rules/kms-audit/vault.yml < \"$W/vault.log\" > \"$W/p.out\"")
+p_findings=$(cat "$W/p.out")
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 python3 - <<PY | tee "scripts/bench-runs/logs-$stamp.json"
 import json
@@ -112,7 +112,7 @@ b=$bytes; vb=$vault_bytes
 r={"corpus_mb":$mb,"rules_dir":"rules/","kmsentry_s":$k_s,"kmsentry_mb_s":round(b/1048576/$k_s,1),
    "kmsentry_findings":$k_findings,"grep_floor_s":$g_s,"grep_mb_s":round(b/1048576/$g_s,1),
    "ratio_vs_grep":round($k_s/$g_s,2),"vault_mb":round(vb/1048576,1),"kmsentry_vault_s":$kv_s,
-   "rsigma_vault_s":$p_s}
+   "kmsentry_vault_findings":$kv_findings,"rsigma_vault_s":$p_s,"rsigma_vault_results":$p_findings}
 if r["rsigma_vault_s"]: r["ratio_vs_rsigma_vault"]=round($kv_s/$p_s,2)
 print(json.dumps(r))
 PY
