@@ -14,6 +14,9 @@ fn main() -> anyhow::Result<()> {
     let config = rsigma_eval::CorrelationConfig {
         timestamp_fallback: rsigma_eval::TimestampFallback::Skip,
         emit_detections: false,
+        // Vault's audit device names its timestamp `time`; without it every event would skip
+        // correlation and the peer would do less work than kmsentry.
+        timestamp_fields: vec!["time".into()],
         ..Default::default()
     };
     let mut eng = rsigma_eval::CorrelationEngine::new(config);
