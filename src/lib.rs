@@ -49,6 +49,7 @@ pub mod decide;
 pub mod error;
 pub mod exit;
 pub mod fsroot;
+pub mod logs;
 pub mod pkg;
 pub mod policy;
 pub mod proc;

@@ -6,6 +6,7 @@ mod baseline;
 mod generate;
 mod key;
 mod log;
+mod logs;
 mod policy;
 mod restore;
 mod store;
@@ -79,6 +80,12 @@ enum Command {
     /// Check alert logs.
     #[command(subcommand)]
     Log(LogCmd),
+    /// Judge log files with the policy's Sigma rules, `hours` and `first_seen`.
+    #[command(subcommand)]
+    Logs(LogsCmd),
+    /// Validate Sigma rules.
+    #[command(subcommand)]
+    Rules(RulesCmd),
     /// Put tampered files back from the trusted store (plan, show, apply).
     Restore(restore::RestoreArgs),
     /// Check and prune the trusted store.
@@ -102,6 +109,20 @@ enum LogCmd {
     /// Check an alert log's hash chain (and signed checkpoints), the daemon's JSONL file or a
     /// syslog receiver's RFC 5424 file; name every break.
     Verify(log::VerifyArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogsCmd {
+    /// Run the rules over log files (the sources' globs, or FILEs): exit 0 no match, 1
+    /// matches, 2 rule or policy error.
+    Scan(logs::ScanArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum RulesCmd {
+    /// Check Sigma rule files or directories (default: the policy's `rules:`); name file,
+    /// line and what is wrong; exit 2 on a bad rule.
+    Check(logs::CheckArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +199,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Watch(a) => watch::watch(&a, common),
         Command::Status(a) => watch::status(&a),
         Command::Log(LogCmd::Verify(a)) => log::verify(&a),
+        Command::Logs(LogsCmd::Scan(a)) => logs::scan(&a),
+        Command::Rules(RulesCmd::Check(a)) => logs::check(&a),
         Command::Restore(a) => restore::restore(&a, common),
         Command::Store(StoreCmd::Verify(a)) => store::verify(&a, common),
         Command::Store(StoreCmd::Gc(a)) => store::gc(&a, common),

@@ -204,6 +204,10 @@ pub struct CompiledPolicy {
     pub groups: Vec<Group>,
     /// Certificates expiring within this many days are posture findings.
     pub expiry_warning_days: u32,
+    /// `logs:` sources, in file order.
+    pub logs: Vec<super::logs::LogSource>,
+    /// `rules:` files or directories, in file order.
+    pub rules: Vec<String>,
 }
 
 impl CompiledPolicy {
@@ -452,10 +456,29 @@ pub fn parse_str(text: &str, file: &[u8]) -> Result<CompiledPolicy> {
         }
         Some(d) => d.value,
     };
+    let logs = raw.logs.as_ref().map_or_else(Vec::new, |l| {
+        super::logs::compile_logs(&l.value, &mut |l, m| problems.push(problem(Some(l), m)))
+    });
+    let mut rules = Vec::new();
+    for r in raw.rules.iter().flat_map(|r| &r.value) {
+        if r.value.starts_with('/') {
+            rules.push(r.value.clone());
+        } else {
+            problems.push(problem(
+                at(&r.referenced).as_ref(),
+                format!(
+                    "rule path `{}` is not absolute; expected a Sigma rule file or directory",
+                    r.value
+                ),
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(Error::Policy(PolicyErrors(problems)));
     }
     Ok(CompiledPolicy {
+        logs,
+        rules,
         file: file.to_vec(),
         text: text.to_string(),
         digest: blake3::hash(text.as_bytes()).to_hex().to_string(),

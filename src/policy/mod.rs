@@ -5,6 +5,7 @@
 
 pub mod compile;
 pub mod glob;
+pub mod logs;
 pub mod schema;
 
 pub use compile::{

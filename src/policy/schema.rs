@@ -15,6 +15,12 @@ pub struct RawPolicy {
     #[serde(default)]
     pub expiry_warning_days: Option<Spanned<u32>>,
     pub groups: Spanned<Vec<RawGroup>>,
+    /// Log sources for early warning (see `policy::logs`).
+    #[serde(default)]
+    pub logs: Option<Spanned<Vec<super::logs::RawLogSource>>>,
+    /// Sigma rule files or directories.
+    #[serde(default)]
+    pub rules: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// One `groups:` entry.
