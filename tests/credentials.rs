@@ -40,18 +40,6 @@ impl Pki {
     }
 }
 
-/// `program` is an executable on `PATH`. Looked up, never run (`ssh-keygen -h` would start
-/// generating a key and read a file name from stdin).
-fn have(program: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(program))
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
-}
-
 fn openssl(dir: &Path, args: &str) {
     let args: Vec<&str> = args.split_whitespace().collect();
     let out = Command::new("openssl")
@@ -71,7 +59,7 @@ fn openssl(dir: &Path, args: &str) {
 fn pki() -> Option<&'static Pki> {
     static PKI: OnceLock<Option<Pki>> = OnceLock::new();
     PKI.get_or_init(|| {
-        if !have("openssl") {
+        if !on_path("openssl") {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI=true but `openssl` is not on PATH"
@@ -179,7 +167,7 @@ fn generate() -> Pki {
         d,
         "pkcs8 -topk8 -v2 aes-256-cbc -passout pass:x -in other.key -out other-enc.key",
     );
-    if have("ssh-keygen") {
+    if on_path("ssh-keygen") {
         let st = Command::new("ssh-keygen")
             .args(["-t", "ed25519", "-N", "", "-q", "-C", "t", "-f", "ssh.key"])
             .current_dir(d)
@@ -657,7 +645,7 @@ fn the_baseline_records_credential_facts_and_never_key_material() {
 #[test]
 fn xccdf_output_validates_against_the_xccdf_1_2_schema() {
     let pki = require_pki!();
-    if !have("xmllint") {
+    if !on_path("xmllint") {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but `xmllint` (libxml2-utils) is not on PATH"
@@ -799,7 +787,7 @@ fn assert_valid_junit(env: &TestEnv, xml: &[u8]) {
 #[test]
 fn junit_lists_each_path_once_with_every_finding_in_its_failure() {
     let pki = require_pki!();
-    if !have("xmllint") {
+    if !on_path("xmllint") {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but `xmllint` (libxml2-utils) is not on PATH"

@@ -6,16 +6,12 @@ use std::cmp::Ordering;
 use std::path::Path;
 use std::process::Command;
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+mod util;
+use util::on_path;
 
 /// dpkg is on every Debian machine this runs on; elsewhere (not under CI) the test skips.
 fn need_dpkg() -> bool {
-    if have("dpkg") {
+    if on_path("dpkg") {
         return true;
     }
     assert!(std::env::var_os("CI").is_none(), "dpkg is missing under CI");

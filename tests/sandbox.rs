@@ -27,11 +27,7 @@ fn ci() -> bool {
 }
 
 fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = on_path(tool);
     if !ok {
         assert!(
             !ci(),

@@ -193,3 +193,15 @@ pub fn reseal(db: &Path) {
     let mut s = kmsentry::store::Store::open(db, true).unwrap();
     s.seal(1, "now").unwrap();
 }
+
+/// `program` is an executable on `PATH`. Looked up, never run (`ssh-keygen -h` would start
+/// generating a key and read a file name from stdin).
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
