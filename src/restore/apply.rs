@@ -6,7 +6,7 @@
 use super::plan::Method;
 use super::reach::{dev_ino, inspect, open_dir_nofollow, walk_dir};
 use super::setattr::{set_attrs_child, set_attrs_fd};
-use super::walk::{plan_one, restorable, Scope};
+use super::walk::{plan_one, rebuilt_above, restorable, Scope};
 use super::{PlanItem, Quarantine, RestoreError, Restored};
 use crate::baseline::diff::diff;
 use crate::baseline::{Entry, FileType};
@@ -147,9 +147,10 @@ pub fn apply_all(
 ) -> Vec<Result<Restored, RestoreError>> {
     let mut out: Vec<Option<Result<Restored, RestoreError>>> = items.iter().map(|_| None).collect();
     let mut batch: Vec<(usize, Prepared)> = Vec::new();
-    let mut rebuilt: Vec<&[u8]> = Vec::new();
+    // Directories this batch rebuilds (the plan walk's own test of "rebuilt above").
+    let mut rebuilt: HashSet<Vec<u8>> = HashSet::new();
     for (i, item) in items.iter().enumerate() {
-        let under_rebuilt = rebuilt.iter().any(|d| is_under(&item.base.path, d));
+        let under_rebuilt = rebuilt_above(&rebuilt, split_parent(&item.base.path).0);
         if batch.len() >= BATCH || under_rebuilt {
             flush_batch(root, items, &mut batch, &mut out, quarantine, hooks);
             rebuilt.clear();
@@ -157,7 +158,7 @@ pub fn apply_all(
         match prepare(root, store, item, quarantine, Durability::Batch) {
             Ok(p) => {
                 if item.base.ftype == FileType::Dir && p.tmp.is_some() {
-                    rebuilt.push(&item.base.path);
+                    rebuilt.insert(item.base.path.clone());
                 }
                 batch.push((i, p));
             }
@@ -168,13 +169,6 @@ pub fn apply_all(
     out.into_iter()
         .map(|r| r.unwrap_or_else(|| Err(RestoreError::Refused("not applied".into()))))
         .collect()
-}
-
-/// `path` lies strictly beneath the directory `dir`.
-fn is_under(path: &[u8], dir: &[u8]) -> bool {
-    path.len() > dir.len()
-        && path.starts_with(dir)
-        && (dir == b"/" || path.get(dir.len()) == Some(&b'/'))
 }
 
 /// Flush what `batch` built, swap each in, flush again.

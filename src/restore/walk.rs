@@ -58,7 +58,7 @@ pub(super) fn restorable(set: CompareSet) -> CompareSet {
 }
 
 /// Whether `dir` or one of its ancestors is rebuilt by an earlier item of the plan.
-fn rebuilt_above(created_dirs: &HashSet<Vec<u8>>, dir: &[u8]) -> bool {
+pub(super) fn rebuilt_above(created_dirs: &HashSet<Vec<u8>>, dir: &[u8]) -> bool {
     let mut d = dir;
     loop {
         if created_dirs.contains(d) {
