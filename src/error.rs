@@ -111,15 +111,19 @@ impl Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What to do with a baseline that is corrupt or was edited: one wording for every place that
+/// finds it (SQLite's own checks here, the seal in `store::seal`).
+pub const BAD_BASELINE_ADVICE: &str = "do not trust its verdict; restore the baseline from a \
+     known-good copy, or re-create it from a trusted state with `kmsentry baseline init --force`";
+
 /// What a damaged database means and what to do, for the SQLite errors that say so.
-fn db_advice(e: &rusqlite::Error) -> &'static str {
+fn db_advice(e: &rusqlite::Error) -> String {
     match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-            " (the baseline is corrupt: a damaged disk or copy, or it was edited outside kmsentry; \
-             do not trust a verdict from it: restore it from a good copy, or re-create it from a \
-             trusted state with `kmsentry baseline init --force`)"
-        }
-        _ => "",
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => format!(
+            " (the baseline is corrupt: a damaged disk or copy, or it was edited outside \
+             kmsentry; {BAD_BASELINE_ADVICE})"
+        ),
+        _ => String::new(),
     }
 }
 

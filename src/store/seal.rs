@@ -59,18 +59,13 @@ pub(crate) fn stored(store: &Store) -> Result<Option<Vec<u8>>> {
         .map_err(|e| store.db_err("read seal", e))
 }
 
-fn what_to_do() -> &'static str {
-    "do not trust its verdict; restore the baseline from a known-good copy, or re-create it from \
-     a trusted state with `kmsentry baseline init --force`"
-}
-
 /// A baseline whose schema requires a seal but which has none.
 pub(crate) fn missing(path: &[u8]) -> Error {
     Error::Integrity(format!(
         "{}: the baseline has no seal (the digest of its rows that every baseline carries): \
          it was edited outside kmsentry or is damaged; {}",
         Name(path),
-        what_to_do()
+        crate::error::BAD_BASELINE_ADVICE
     ))
 }
 
@@ -87,6 +82,6 @@ pub(crate) fn check(store: &Store, rows: &[u8; 32]) -> Result<()> {
         "{}: the baseline does not match its seal (the digest of its rows written by \
          `baseline init`/`update`): it is corrupt, or was edited outside kmsentry; {}",
         Name(path),
-        what_to_do()
+        crate::error::BAD_BASELINE_ADVICE
     )))
 }
