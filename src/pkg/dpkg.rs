@@ -228,8 +228,7 @@ fn read(root: &Root, path: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// `/bin` is a symlink to `usr/bin` (or `/usr/bin`) in the image: merged `/usr`.
 fn is_usr_symlink(root: &Root, dir: &[u8]) -> bool {
-    let name = dir.trim_ascii_end();
-    let name = name.strip_suffix(b"/").unwrap_or(name);
+    let name = dir.strip_suffix(b"/").unwrap_or(dir);
     let Ok((parent, cname)) = root.open_parent(name) else {
         return false;
     };
