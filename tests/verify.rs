@@ -547,3 +547,58 @@ fn a_new_setuid_or_world_writable_bit_is_high_in_any_class() {
     let helper = if nix_is_root() { "critical" } else { "high" };
     assert_eq!(sev, vec![helper, "high"], "{v}");
 }
+
+#[test]
+fn sha256_is_recorded_only_where_the_group_asks_and_verify_still_catches_changes() {
+    let env = TestEnv::new();
+    env.policy(
+        "version: 1
+groups:
+  - name: modules
+    class: provider-binary
+    hash: [blake3, sha256]
+    paths: [/usr/lib/pkcs11]
+  - name: kms-config
+    class: kms-config
+    paths: [/etc/kms]
+",
+    );
+    let module = b"\x7fELF stand-in for a PKCS#11 module\n";
+    env.write("/usr/lib/pkcs11/libvendor.so", module);
+    env.write("/etc/kms/client.yaml", b"endpoint: https://kms:5696\n");
+    assert_eq!(env.init().code, 0);
+    let ex = env.export();
+    assert_eq!(ex.code, 0, "{}", ex.stderr);
+    let line = |p: &str| {
+        ex.stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{p} ")))
+            .unwrap_or_else(|| panic!("{p} not exported: {}", ex.stdout))
+            .to_string()
+    };
+    use sha2::Digest;
+    let want_sha = hex::encode(sha2::Sha256::digest(module));
+    let want_b3 = blake3::hash(module).to_hex().to_string();
+    let m = line("/usr/lib/pkcs11/libvendor.so");
+    assert!(m.contains(&format!(" sha256={want_sha} ")), "{m}");
+    assert!(m.contains(&format!(" blake3={want_b3} ")), "{m}");
+    let c = line("/etc/kms/client.yaml");
+    assert!(c.contains(" blake3="), "{c}");
+    assert!(!c.contains("sha256="), "{c}");
+    // The untouched tree verifies clean; a same-size change to either file is caught.
+    assert_eq!(env.verify("json").code, 0);
+    env.write("/etc/kms/client.yaml", b"endpoint: https://kmz:5696\n");
+    env.write(
+        "/usr/lib/pkcs11/libvendor.so",
+        b"\x7fELF stand-in for a PKCS#11 modulf\n",
+    );
+    let r = env.verify("json");
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let f = findings(&r.json());
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(
+        f.iter()
+            .all(|(_, s, c)| s == "changed" && c == &vec!["content".to_string()]),
+        "{f:?}"
+    );
+}

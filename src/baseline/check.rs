@@ -76,7 +76,7 @@ pub fn check(
     };
     let wopts = walk::WalkOptions {
         threads: opts.threads,
-        hash: true,
+        hash: walk::Hashing::Compare,
     };
     let loaded = std::thread::scope(|sc| {
         let loader = sc.spawn(|| match load() {

@@ -318,7 +318,7 @@ mod tests {
             size: 10,
             hashes: Some(Hashes {
                 blake3: [1; 32],
-                sha256: [1; 32],
+                sha256: Some([1; 32]),
             }),
             link_target: None,
             rdev: None,

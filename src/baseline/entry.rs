@@ -4,11 +4,12 @@
 use crate::policy::Class;
 use std::fmt;
 
-/// BLAKE3 and SHA-256 of a regular file's content, computed in one read pass.
+/// The digests of a regular file's content, computed in one read pass: BLAKE3 always (every
+/// comparison uses it), SHA-256 when the group's `hash:` asks for it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Hashes {
     pub blake3: [u8; 32],
-    pub sha256: [u8; 32],
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Hashes {

@@ -1,4 +1,4 @@
-//! One read pass over an open regular file feeding BLAKE3 and SHA-256.
+//! One read pass over an open regular file feeding BLAKE3 and, when asked, SHA-256.
 //!
 //! Reads with `read(2)` into one reusable buffer: no mmap, because a file truncated under a
 //! mapping raises SIGBUS and an attacker who can write a watched file could crash the sensor.
@@ -14,13 +14,14 @@ use std::io::{Read, Seek, SeekFrom};
 /// hashers run over it.
 pub const CHUNK: usize = 256 * 1024;
 
-/// From this size on, the two hashers run concurrently over each chunk (`rayon::join`), so
-/// one large file keeps both cores busy instead of one. Below it, a join costs more than it
-/// saves, and small files already spread over the walker's threads.
+/// From this size on, one large file keeps every core busy instead of one: the two hashers
+/// run concurrently over each chunk (`rayon::join`), and BLAKE3 alone splits each chunk over
+/// the pool (`update_rayon`). Below it, a join costs more than it saves, and small files
+/// already spread over the walker's threads.
 pub const PARALLEL_FROM: u64 = 4 << 20;
 
 /// Chunk size for the parallel path: the join overhead (~µs) vanishes next to 1 MiB of
-/// SHA-256.
+/// SHA-256 (and BLAKE3's tree splits 1 MiB into many 1 KiB chunks).
 const PAR_CHUNK: usize = 1 << 20;
 
 /// The outcome of hashing a file.
@@ -51,11 +52,18 @@ impl Stamp {
     }
 }
 
+/// Which digests to compute: BLAKE3 always, SHA-256 when `sha256`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Want {
+    pub sha256: bool,
+}
+
 /// Hash `file`, which the caller opened and `fstat`ed as `before`. `buf` is reused across
 /// calls (one per thread).
 pub fn hash_file(
     file: &mut std::fs::File,
     before: Stamp,
+    want: Want,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Hashed> {
     if buf.len() < CHUNK {
@@ -75,9 +83,9 @@ pub fn hash_file(
             if buf.len() < PAR_CHUNK {
                 buf.resize(PAR_CHUNK, 0);
             }
-            hash_stream_parallel(&mut limited, &mut buf[..PAR_CHUNK])?
+            hash_stream_parallel(&mut limited, want, &mut buf[..PAR_CHUNK])?
         } else {
-            hash_stream(&mut limited, &mut buf[..CHUNK])?
+            hash_stream(&mut limited, want, &mut buf[..CHUNK])?
         };
         let st = rustix::fs::fstat(&*file)?;
         let after = Stamp::of(&st);
@@ -90,8 +98,12 @@ pub fn hash_file(
 }
 
 /// Hash everything `r` yields, returning the hashes and the byte count.
-pub fn hash_stream(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes, u64)> {
-    let mut h = Pair::new();
+pub fn hash_stream(
+    r: &mut impl Read,
+    want: Want,
+    buf: &mut [u8],
+) -> std::io::Result<(Hashes, u64)> {
+    let mut h = Pair::new(want);
     loop {
         let n = match r.read(buf) {
             Ok(0) => break,
@@ -100,24 +112,26 @@ pub fn hash_stream(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes
             Err(e) => return Err(e),
         };
         h.b3.update(&buf[..n]);
-        h.sha.update(&buf[..n]);
+        if let Some(sha) = &mut h.sha {
+            sha.update(&buf[..n]);
+        }
         h.total += n as u64;
     }
     Ok(h.finish())
 }
 
-/// The two hashers and the byte count, fed in step.
+/// The hashers and the byte count, fed in step.
 struct Pair {
     b3: blake3::Hasher,
-    sha: sha2::Sha256,
+    sha: Option<sha2::Sha256>,
     total: u64,
 }
 
 impl Pair {
-    fn new() -> Pair {
+    fn new(want: Want) -> Pair {
         Pair {
             b3: blake3::Hasher::new(),
-            sha: sha2::Sha256::new(),
+            sha: want.sha256.then(sha2::Sha256::new),
             total: 0,
         }
     }
@@ -126,24 +140,36 @@ impl Pair {
         (
             Hashes {
                 blake3: *self.b3.finalize().as_bytes(),
-                sha256: self.sha.finalize().into(),
+                sha256: self.sha.map(|s| s.finalize().into()),
             },
             self.total,
         )
     }
 }
 
-/// [`hash_stream`] with BLAKE3 and SHA-256 running concurrently over each chunk.
-pub fn hash_stream_parallel(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<(Hashes, u64)> {
-    let mut h = Pair::new();
+/// [`hash_stream`] using every core on each chunk: BLAKE3 and SHA-256 concurrently, or
+/// BLAKE3's own tree split over the pool when it runs alone.
+pub fn hash_stream_parallel(
+    r: &mut impl Read,
+    want: Want,
+    buf: &mut [u8],
+) -> std::io::Result<(Hashes, u64)> {
+    let mut h = Pair::new(want);
     loop {
         let n = match fill(r, buf)? {
             0 => break,
             n => n,
         };
         let chunk = &buf[..n];
-        let (b3, sha) = (&mut h.b3, &mut h.sha);
-        rayon::join(|| b3.update(chunk), || sha.update(chunk));
+        match &mut h.sha {
+            Some(sha) => {
+                let b3 = &mut h.b3;
+                rayon::join(|| b3.update(chunk), || sha.update(chunk));
+            }
+            None => {
+                h.b3.update_rayon(chunk);
+            }
+        }
         h.total += n as u64;
     }
     Ok(h.finish())
@@ -174,10 +200,11 @@ mod tests {
 
     #[test]
     fn known_answers_for_both_hashes() {
-        let (h, n) = hash_stream(&mut &b"abc"[..], &mut [0u8; 2]).unwrap();
+        let both = Want { sha256: true };
+        let (h, n) = hash_stream(&mut &b"abc"[..], both, &mut [0u8; 2]).unwrap();
         assert_eq!(n, 3);
         assert_eq!(
-            hex::encode(h.sha256),
+            hex::encode(h.sha256.unwrap()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(
@@ -191,10 +218,15 @@ mod tests {
         let data: Vec<u8> = (0..(3 * (1 << 20) + 12345))
             .map(|i: u32| (i % 251) as u8)
             .collect();
-        let (a, n1) = hash_stream(&mut &data[..], &mut [0u8; 4096]).unwrap();
-        let (b, n2) = hash_stream_parallel(&mut &data[..], &mut vec![0u8; 1 << 20]).unwrap();
-        assert_eq!((a, n1), (b, n2));
-        assert_eq!(a.blake3, *blake3::hash(&data).as_bytes());
+        for sha256 in [true, false] {
+            let want = Want { sha256 };
+            let (a, n1) = hash_stream(&mut &data[..], want, &mut [0u8; 4096]).unwrap();
+            let (b, n2) =
+                hash_stream_parallel(&mut &data[..], want, &mut vec![0u8; 1 << 20]).unwrap();
+            assert_eq!((a, n1), (b, n2));
+            assert_eq!(a.blake3, *blake3::hash(&data).as_bytes());
+            assert_eq!(a.sha256.is_some(), sha256);
+        }
     }
 
     #[test]
@@ -205,7 +237,8 @@ mod tests {
         let mut f = std::fs::File::open(&p).unwrap();
         let st = stamp(&f).unwrap();
         let mut buf = Vec::new();
-        let Hashed::Done(h, _) = hash_file(&mut f, st, &mut buf).unwrap() else {
+        let Hashed::Done(h, _) = hash_file(&mut f, st, Want { sha256: true }, &mut buf).unwrap()
+        else {
             panic!("stable file reported unstable")
         };
         assert_eq!(
@@ -216,7 +249,9 @@ mod tests {
         // fresh stamp: still a correct hash.
         let stale = Stamp { size: 1, ..st };
         let mut f = std::fs::File::open(&p).unwrap();
-        let Hashed::Done(again, _) = hash_file(&mut f, stale, &mut buf).unwrap() else {
+        let Hashed::Done(again, _) =
+            hash_file(&mut f, stale, Want { sha256: true }, &mut buf).unwrap()
+        else {
             panic!("re-read failed")
         };
         assert_eq!(again, h);
@@ -246,7 +281,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut f = std::fs::File::open(&p).unwrap();
         let st = stamp(&f).unwrap();
-        let got = hash_file(&mut f, st, &mut Vec::new()).unwrap();
+        let got = hash_file(&mut f, st, Want { sha256: false }, &mut Vec::new()).unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
         assert!(matches!(got, Hashed::Unstable), "{got:?}");

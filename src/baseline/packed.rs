@@ -81,9 +81,11 @@ impl Packed {
         }
         match &e.hashes {
             Some(h) => {
-                a.push(1);
+                a.push(if h.sha256.is_some() { 1 } else { 2 });
                 a.extend_from_slice(&h.blake3);
-                a.extend_from_slice(&h.sha256);
+                if let Some(sha) = &h.sha256 {
+                    a.extend_from_slice(sha);
+                }
             }
             None => a.push(0),
         }
@@ -147,9 +149,12 @@ impl Packed {
         let (mtime_ns, ctime_ns) = (unzig(r.u64()?), unzig(r.u64()?));
         let hashes = match r.u8()? {
             0 => None,
-            _ => Some(Hashes {
+            tag => Some(Hashes {
                 blake3: r.take(32)?.try_into().ok()?,
-                sha256: r.take(32)?.try_into().ok()?,
+                sha256: match tag {
+                    1 => Some(r.take(32)?.try_into().ok()?),
+                    _ => None,
+                },
             }),
         };
         let link_target = r.opt_bytes()?.map(<[u8]>::to_vec);

@@ -60,20 +60,31 @@ impl std::fmt::Display for WalkError {
     }
 }
 
+/// Which content digests a walk computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hashing {
+    /// Open no regular file: `policy check` only resolves paths.
+    Off,
+    /// BLAKE3 only: what every comparison uses (verify, the daemon's reconciliation).
+    Compare,
+    /// What each group's `hash:` records: BLAKE3, and SHA-256 where asked (init, update).
+    Record,
+}
+
 /// How to walk.
 #[derive(Clone, Copy, Debug)]
 pub struct WalkOptions {
     /// Worker threads (0 = one per core).
     pub threads: usize,
-    /// Open and hash regular files. `policy check` turns this off: it only resolves paths.
-    pub hash: bool,
+    /// Which digests to compute for regular files.
+    pub hash: Hashing,
 }
 
 impl Default for WalkOptions {
     fn default() -> Self {
         WalkOptions {
             threads: 0,
-            hash: true,
+            hash: Hashing::Record,
         }
     }
 }
@@ -81,7 +92,7 @@ impl Default for WalkOptions {
 struct Ctx<'a> {
     policy: &'a CompiledPolicy,
     sink: &'a (dyn Fn(Item) + Sync),
-    hash: bool,
+    hash: Hashing,
 }
 
 impl Ctx<'_> {
@@ -271,8 +282,11 @@ fn capture_child(
     let ftype = FileType::from_mode(u32::from(st.stx_mode));
     let mut e = entry_from_statx(path, st, &group.name, group.class);
     match ftype {
-        FileType::File if ctx.hash => {
-            if !hash_into(ctx, parent, name, st, &mut e) {
+        FileType::File if ctx.hash != Hashing::Off => {
+            let want = hash::Want {
+                sha256: ctx.hash == Hashing::Record && group.sha256,
+            };
+            if !hash_into(ctx, parent, name, st, want, &mut e) {
                 return None; // vanished or swapped
             }
         }
@@ -318,7 +332,7 @@ pub fn capture_path(
     let ctx = Ctx {
         policy,
         sink: &sink,
-        hash: true,
+        hash: Hashing::Record,
     };
     let Some(group) = policy.classify(path) else {
         return Ok(None);
@@ -397,6 +411,7 @@ fn hash_into(
     parent: &OwnedFd,
     name: &CStr,
     st: &rustix::fs::Statx,
+    want: hash::Want,
     e: &mut Entry,
 ) -> bool {
     let base =
@@ -431,8 +446,14 @@ fn hash_into(
     }
     capture_xattrs(ctx, e, &Target::Fd(fd.as_fd()));
     let mut file = std::fs::File::from(fd);
-    let outcome = HASH_BUF
-        .with(|b| hash::hash_file(&mut file, hash::Stamp::of(&before), &mut b.borrow_mut()));
+    let outcome = HASH_BUF.with(|b| {
+        hash::hash_file(
+            &mut file,
+            hash::Stamp::of(&before),
+            want,
+            &mut b.borrow_mut(),
+        )
+    });
     match outcome {
         Ok(Hashed::Done(h, after)) => {
             set_hashes(e, h, &after);
@@ -622,7 +643,7 @@ mod tests {
             &p,
             WalkOptions {
                 threads: 2,
-                hash: true,
+                hash: Hashing::Record,
             },
             &|| {},
         );
@@ -672,7 +693,7 @@ mod tests {
             &p,
             WalkOptions {
                 threads: 2,
-                hash: true,
+                hash: Hashing::Record,
             },
             &|| {},
         );
@@ -706,7 +727,7 @@ mod tests {
             &p,
             WalkOptions {
                 threads: 1,
-                hash: true,
+                hash: Hashing::Record,
             },
             &|item| match item {
                 // The directory's own entry comes before its listing: wait for a file.
@@ -750,7 +771,7 @@ mod tests {
             &p,
             WalkOptions {
                 threads: 2,
-                hash: true,
+                hash: Hashing::Record,
             },
             &|| {},
         );

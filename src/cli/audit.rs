@@ -62,7 +62,7 @@ pub(crate) fn audit(a: &AuditArgs, common: Common) -> Result<ExitCode> {
         &policy,
         WalkOptions {
             threads: common.threads,
-            hash: false,
+            hash: walk::Hashing::Off,
         },
         &|item| match item {
             Item::Entry(e) => {

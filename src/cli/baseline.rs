@@ -116,7 +116,7 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
                 &policy,
                 WalkOptions {
                     threads: common.threads,
-                    hash: true,
+                    hash: walk::Hashing::Record,
                 },
                 // A send fails only once the writer gave up; the walk then just finishes.
                 &|item| {
@@ -359,7 +359,7 @@ pub(crate) fn update(a: &UpdateArgs, common: Common) -> Result<ExitCode> {
         &policy,
         WalkOptions {
             threads: common.threads,
-            hash: true,
+            hash: walk::Hashing::Record,
         },
         &|| pb.inc(1),
     );

@@ -56,7 +56,7 @@ pub(crate) fn check(a: &CheckArgs, common: Common) -> Result<ExitCode> {
             &policy,
             WalkOptions {
                 threads: common.threads,
-                hash: false,
+                hash: walk::Hashing::Off,
             },
             &|item| {
                 let mut g = found.lock().unwrap_or_else(|p| p.into_inner());

@@ -3,7 +3,7 @@
 //! Pure apart from [`load`], which reads the file.
 
 use super::glob::{split, Pattern};
-use super::schema::{AccessMode, Attr, Class, OnChange, RawGroup, RawPolicy};
+use super::schema::{AccessMode, Attr, Class, Digest, OnChange, RawGroup, RawPolicy};
 use crate::error::{Error, PolicyErrors, PolicyProblem, Result};
 use serde_saphyr::{Location, Spanned};
 use std::collections::HashSet;
@@ -167,6 +167,8 @@ pub struct Group {
     pub patterns: Vec<Pattern>,
     pub excludes: Vec<Pattern>,
     pub compare: CompareSet,
+    /// `hash:` lists `sha256`: record SHA-256 beside BLAKE3 for this group's files.
+    pub sha256: bool,
     pub access: Access,
     pub on_change: Vec<OnChange>,
     /// provider-binary groups: the build each file must be (`expect:`).
@@ -546,6 +548,19 @@ fn compile_group(
         }
         Some(list) => CompareSet::from_attrs(list.value.iter().map(|a| a.value)),
     };
+    let sha256 = match &g.hash {
+        None => false,
+        Some(list) => {
+            let has = |d| list.value.iter().any(|x| x.value == d);
+            if !has(Digest::Blake3) {
+                fail(
+                    &list.referenced,
+                    "`hash` must list blake3 (every comparison uses BLAKE3); expected `[blake3]` or `[blake3, sha256]`".into(),
+                );
+            }
+            has(Digest::Sha256)
+        }
+    };
     let access = match &g.access {
         None => Access {
             mode: AccessMode::Off,
@@ -616,6 +631,7 @@ fn compile_group(
         patterns,
         excludes,
         compare,
+        sha256,
         access,
         on_change,
         expect,
@@ -815,6 +831,30 @@ groups:
             "{e:?}"
         );
         assert!(e[0].contains("expected one of"), "{e:?}");
+    }
+
+    #[test]
+    fn hash_records_blake3_by_default_and_sha256_only_where_asked() {
+        let p = parse(GOOD).unwrap();
+        assert!(p.groups.iter().all(|g| !g.sha256));
+        let p = parse(
+            "version: 1\ngroups:\n  - name: a\n    hash: [blake3, sha256]\n    paths: [/x]\n  - name: b\n    hash: [blake3]\n    paths: [/y]\n",
+        )
+        .unwrap();
+        assert!(p.groups[0].sha256);
+        assert!(!p.groups[1].sha256);
+        let e = problems("version: 1\ngroups:\n  - name: a\n    hash: [sha256]\n    paths: [/x]\n");
+        assert!(
+            e[0].starts_with("p.yaml:4:11: `hash` must list blake3"),
+            "{e:?}"
+        );
+        let e = problems(
+            "version: 1\ngroups:\n  - name: a\n    hash: [blake3, md5]\n    paths: [/x]\n",
+        );
+        assert!(
+            e[0].contains("4:20: unknown variant `md5`, expected one of blake3, sha256"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct RawGroup {
     pub exclude: Vec<Spanned<String>>,
     #[serde(default)]
     pub compare: Option<Spanned<Vec<Spanned<Attr>>>>,
+    /// The content digests to record (`[blake3]` when absent).
+    #[serde(default)]
+    pub hash: Option<Spanned<Vec<Spanned<Digest>>>>,
     #[serde(default)]
     pub access: Option<Spanned<RawAccess>>,
     #[serde(default)]
@@ -93,6 +96,16 @@ impl Class {
             _ => return None,
         })
     }
+}
+
+/// A content digest a group may record (`hash:`). BLAKE3 is what every comparison uses;
+/// SHA-256 is recorded beside it where another tool's digests (a vendor's, a package's,
+/// AIDE's) are to be matched.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Digest {
+    Blake3,
+    Sha256,
 }
 
 /// One comparable attribute, as named in `compare:` and in a finding's `changes`.

@@ -26,12 +26,10 @@ pub fn export_line(e: &Entry) -> String {
         let _ = write!(s, " size={}", e.size);
         match &e.hashes {
             Some(h) => {
-                let _ = write!(
-                    s,
-                    " blake3={} sha256={}",
-                    hex::encode(h.blake3),
-                    hex::encode(h.sha256)
-                );
+                let _ = write!(s, " blake3={}", hex::encode(h.blake3));
+                if let Some(sha) = &h.sha256 {
+                    let _ = write!(s, " sha256={}", hex::encode(sha));
+                }
             }
             None => s.push_str(" content=unknown"),
         }

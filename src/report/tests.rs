@@ -14,7 +14,7 @@ fn entry(path: &[u8]) -> Entry {
         size: 4,
         hashes: Some(Hashes {
             blake3: [0xab; 32],
-            sha256: [0xcd; 32],
+            sha256: Some([0xcd; 32]),
         }),
         link_target: None,
         rdev: None,
@@ -43,7 +43,7 @@ fn report() -> Report {
     l.mode = 0o644;
     l.hashes = Some(Hashes {
         blake3: [1; 32],
-        sha256: [2; 32],
+        sha256: Some([2; 32]),
     });
     let mut findings = Vec::new();
     for (base, live) in [

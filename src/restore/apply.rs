@@ -273,7 +273,10 @@ fn prepare(
             let l = p.live.as_ref().ok_or_else(|| {
                 RestoreError::Refused("the entry vanished since the plan; plan again".into())
             })?;
-            if l.ftype != base.ftype || (base.ftype == FileType::File && l.hashes != base.hashes) {
+            if l.ftype != base.ftype
+                || (base.ftype == FileType::File
+                    && l.hashes.map(|h| h.blake3) != base.hashes.map(|h| h.blake3))
+            {
                 return Err(RestoreError::Refused(
                     "the entry's type or content changed since the plan; plan again".into(),
                 ));

@@ -187,7 +187,7 @@ mod tests {
             size: 3,
             hashes: Some(Hashes {
                 blake3: [1; 32],
-                sha256: [2; 32],
+                sha256: Some([2; 32]),
             }),
             link_target: None,
             rdev: None,
@@ -234,7 +234,7 @@ mod tests {
         let mut live = file();
         live.hashes = Some(Hashes {
             blake3: [9; 32],
-            sha256: [9; 32],
+            sha256: Some([9; 32]),
         });
         let p = plan_item(&file(), Some(&live), &[Attr::Content], true).unwrap();
         assert_eq!(p.method, Method::Replace);

@@ -297,7 +297,7 @@ fn write_record(
         "gid": e.gid,
         "size": e.size,
         "blake3": e.hashes.map(|h| hex::encode(h.blake3)),
-        "sha256": e.hashes.map(|h| hex::encode(h.sha256)),
+        "sha256": e.hashes.and_then(|h| h.sha256).map(hex::encode),
         "link_target": e.link_target.as_deref().map(JsonName),
         "rdev": e.rdev.map(|(a, b)| format!("{a}:{b}")),
         "acl_access": e.acl_access,

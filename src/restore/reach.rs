@@ -157,7 +157,13 @@ pub fn inspect(
             (e.xattrs, e.acl_access, e.acl_default) = (c.xattrs, c.acl_access, c.acl_default);
             if ftype == FileType::File {
                 let mut file = std::fs::File::from(fd);
-                match hash::hash_file(&mut file, hash::Stamp::of(&f), &mut Vec::new()) {
+                match hash::hash_file(
+                    &mut file,
+                    hash::Stamp::of(&f),
+                    // Both: the digests go into the quarantine record as evidence.
+                    hash::Want { sha256: true },
+                    &mut Vec::new(),
+                ) {
                     Ok(Hashed::Done(h, after)) => {
                         e.hashes = Some(h);
                         e.size = after.st_size as u64;

@@ -51,9 +51,9 @@ pub(super) fn row_to_entry(r: &rusqlite::Row<'_>) -> std::result::Result<Entry, 
     let b3 = hash32(r.get(8).map_err(g)?, "blake3")?;
     let sha = hash32(r.get(9).map_err(g)?, "sha256")?;
     let hashes = match (b3, sha) {
-        (Some(blake3), Some(sha256)) => Some(Hashes { blake3, sha256 }),
+        (Some(blake3), sha256) => Some(Hashes { blake3, sha256 }),
         (None, None) => None,
-        _ => return Err("corrupt row: one hash without the other".into()),
+        (None, Some(_)) => return Err("corrupt row: a SHA-256 without its BLAKE3".into()),
     };
     let rmaj: Option<u32> = r.get(11).map_err(g)?;
     let rmin: Option<u32> = r.get(12).map_err(g)?;
@@ -134,7 +134,7 @@ impl Store {
                     names.group(e.gid),
                     e.size as i64,
                     e.hashes.map(|h| h.blake3.to_vec()),
-                    e.hashes.map(|h| h.sha256.to_vec()),
+                    e.hashes.and_then(|h| h.sha256).map(|s| s.to_vec()),
                     e.link_target,
                     e.rdev.map(|r| r.0),
                     e.rdev.map(|r| r.1),

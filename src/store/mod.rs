@@ -324,7 +324,7 @@ pub(crate) mod tests {
             size: 3,
             hashes: Some(Hashes {
                 blake3: [1; 32],
-                sha256: [2; 32],
+                sha256: Some([2; 32]),
             }),
             link_target: None,
             rdev: None,

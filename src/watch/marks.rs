@@ -285,7 +285,7 @@ impl Marker {
             policy,
             WalkOptions {
                 threads: self.threads,
-                hash: false,
+                hash: walk::Hashing::Off,
             },
             &|item| {
                 if let Item::Entry(e) = item {

@@ -39,7 +39,7 @@ fn stream_live(root: &Root, threads: usize, policy: &CompiledPolicy, mut f: impl
                 policy,
                 WalkOptions {
                     threads,
-                    hash: true,
+                    hash: walk::Hashing::Compare,
                 },
                 &|item| {
                     let _ = tx.send(item);
