@@ -4,8 +4,9 @@
 # What is measured, and why
 #   Both tools do the same job on the same tree: walk it, record type, mode, owner,
 #   group, size, inode, link count, mtime, ctime, symlink target, POSIX ACLs and
-#   xattrs, and a SHA-256 of every regular file (kmsentry also computes BLAKE3), and
-#   compare all of them on verify (the kmsentry policy lists every attribute in
+#   xattrs, and a digest of every regular file (AIDE: SHA-256; kmsentry: BLAKE3, its
+#   policy default, and in a second timed init SHA-256 too, `hash: [blake3, sha256]`,
+#   the figure with both digests on every file), and compare all of them on verify (the kmsentry policy lists every attribute in
 #   `compare`, since its default skips mtime, ctime, inode and nlink).
 #   AIDE runs with rule sha256+p+i+n+u+g+s+m+c+acl+xattrs+ftype+l over /etc, /usr and
 #   /opt of the corpus (root_prefix makes it record host-absolute paths, exactly like
@@ -40,7 +41,11 @@
 #   twice as long again). That is AIDE's real cost, not a setting of this script.
 #
 # Usage
-#   scripts/bench-vs-aide.sh [--files N] [--runs R] [--seed S] [--work DIR] [--keep]
+#   scripts/bench-vs-aide.sh [--quick] [--files N] [--runs R] [--seed S] [--work DIR] [--keep]
+#     --quick     the regression guard to run before committing hot-path changes: a
+#                 20,000-entry corpus in /var/tmp/kmsentry-bench-quick, 1 run, under a
+#                 minute once the corpus exists; exits 1 when a ratio falls below its
+#                 guard (QUICK_MIN_INIT, QUICK_MIN_VERIFY, QUICK_MAX_FLOOR below)
 #     --files N   corpus entries (default 100000)
 #     --runs R    timed runs per tool and phase (default 3, at least 1)
 #     --seed S    corpus seed (default 1)
@@ -55,6 +60,11 @@
 #     AIDE_WORKERS=N    AIDE num_workers (default: nproc)
 #     AIDE_DB_ATTRS=X   AIDE database_attrs (default sha256; AIDE's own default is H)
 #     NO_HYPERFINE=1    time the floors with the bash loop even if hyperfine exists
+#     QUICK_MIN_INIT=X    --quick fails when AIDE init / kmsentry init is below X
+#     QUICK_MIN_VERIFY=X  --quick fails when aide --check / kmsentry verify is below X
+#     QUICK_MAX_FLOOR=X   --quick fails when kmsentry init / read floor is above X
+#                       (defaults: the 20k figures measured in docs/performance.md less
+#                       the run-to-run noise measured there)
 #
 # Output: machine facts, a Markdown table, the changed-set comparison, and a CSV of
 # every raw timing in scripts/bench-runs/bench-<UTC timestamp>.csv.
@@ -70,6 +80,7 @@ RUNS=3
 SEED=1
 WORK=/var/tmp/kmsentry-bench
 KEEP=0
+QUICK=0
 SKIP_KMSENTRY=${SKIP_KMSENTRY:-0}
 NPROC=$(nproc)
 AIDE_WORKERS=${AIDE_WORKERS:-$NPROC}
@@ -86,6 +97,7 @@ while (($#)); do
         --seed) SEED=${2:?--seed needs a value}; shift 2 ;;
         --work) WORK=${2:?--work needs a value}; shift 2 ;;
         --keep) KEEP=1; shift ;;
+        --quick) QUICK=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
@@ -93,6 +105,10 @@ done
 [[ $FILES =~ ^[0-9]+$ && $RUNS =~ ^[0-9]+$ && $SEED =~ ^[0-9]+$ ]] ||
     die "--files, --runs and --seed take non-negative integers"
 ((RUNS >= 1)) || die "--runs must be at least 1"
+if ((QUICK)); then
+    # A corpus of its own: the 100k corpus in the default work directory stays intact.
+    FILES=20000 RUNS=1 WORK=/var/tmp/kmsentry-bench-quick
+fi
 
 WORK=$(mkdir -p "$WORK" && cd "$WORK" && pwd)
 ROOT=$WORK/root
@@ -214,7 +230,9 @@ write_configs() {
     AIDE_CONF=$RUN/aide.conf
     AIDE_DB=$RUN/aide.db
     KMS_POLICY=$RUN/policy.yaml
+    KMS_POLICY_BOTH=$RUN/policy-both.yaml
     KMS_DB=$RUN/kmsentry.db
+    KMS_DB_BOTH=$RUN/kmsentry-both.db
     KMS_REPORT=$RUN/kmsentry-verify.json
 
     local attrs="sha256+p+i+n+u+g+s+m+c+ftype+l" opt
@@ -258,12 +276,18 @@ groups:
     compare: [type, content, size, mode, owner, group, acl, xattr, link_target,
               mtime, ctime, inode, nlink]
 EOF
+    # The same with SHA-256 recorded beside BLAKE3 for every file (AIDE's digest).
+    sed 's/^    class: generic$/    class: generic\n    hash: [blake3, sha256]/' "$KMS_POLICY" >"$KMS_POLICY_BOTH"
+    grep -q 'hash: \[blake3, sha256\]' "$KMS_POLICY_BOTH" || die "could not write $KMS_POLICY_BOTH"
 }
 
 check_policy() {
     [[ $SKIP_KMSENTRY == 1 ]] && return 0
-    "$KMSENTRY" policy check "$KMS_POLICY" --root "$ROOT" >"$RUN/logs/kmsentry-policy-check.log" 2>&1 ||
-        { cat "$RUN/logs/kmsentry-policy-check.log" >&2; die "kmsentry rejects $KMS_POLICY"; }
+    local pol
+    for pol in "$KMS_POLICY" "$KMS_POLICY_BOTH"; do
+        "$KMSENTRY" policy check "$pol" --root "$ROOT" >"$RUN/logs/kmsentry-policy-check.log" 2>&1 ||
+            { cat "$RUN/logs/kmsentry-policy-check.log" >&2; die "kmsentry rejects $pol"; }
+    done
 }
 
 # ---------------------------------------------------------------------------------
@@ -451,7 +475,8 @@ lines = [
     ("read floor", "floor-read-par", f"find | xargs -0 -P{nproc} cat", None),
     ("lstat floor", "floor-lstat", "find -printf (metadata of every entry)", None),
     ("sha256 floor", "floor-sha256", f"find | xargs -0 -P{nproc} {sha_cmd}", None),
-    ("kmsentry", "init", "baseline init --force", ("aide", "init")),
+    ("kmsentry", "init", "baseline init --force (hash: [blake3], the default)", ("aide", "init")),
+    ("kmsentry-both", "init", "baseline init --force (hash: [blake3, sha256])", ("aide", "init")),
     ("aide", "init", f"aide --init ({workers} workers)", None),
     ("kmsentry", "check", "verify --format json", ("aide", "check")),
     ("aide", "check", f"aide --check ({workers} workers)", None),
@@ -541,6 +566,10 @@ run_pair() { # phase round
     local phase=$1 r=$2 order
     if [[ $SKIP_KMSENTRY == 1 ]]; then
         order=(aide)
+    elif [[ $phase == init ]] && ((r % 2)); then
+        order=(kmsentry kmsentry-both aide)
+    elif [[ $phase == init ]]; then
+        order=(aide kmsentry-both kmsentry)
     elif ((r % 2)); then
         order=(kmsentry aide)
     else
@@ -552,6 +581,10 @@ run_pair() { # phase round
             kmsentry:init)
                 timed kmsentry init "$r" 0 "$RUN/logs/kmsentry-init-$r.log" -- \
                     "$KMSENTRY" baseline init --policy "$KMS_POLICY" --db "$KMS_DB" \
+                    --root "$ROOT" --force ;;
+            kmsentry-both:init)
+                timed kmsentry-both init "$r" 0 "$RUN/logs/kmsentry-both-init-$r.log" -- \
+                    "$KMSENTRY" baseline init --policy "$KMS_POLICY_BOTH" --db "$KMS_DB_BOTH" \
                     --root "$ROOT" --force ;;
             aide:init)
                 timed aide init "$r" 0 "$RUN/logs/aide-init-$r.log" -- \
@@ -614,4 +647,36 @@ if ((${#BAD_EXITS[@]})); then
     echo
     echo "WARNING: unexpected exit codes: ${BAD_EXITS[*]}"
 fi
-if ((set_rc || ${#BAD_EXITS[@]})); then exit 1; fi
+guard_rc=0
+if ((QUICK)) && [[ $SKIP_KMSENTRY != 1 ]]; then
+    echo
+    echo "## Regression guard (--quick)"
+    echo
+    python3 - "$CSV" "${QUICK_MIN_INIT:-}" "${QUICK_MIN_VERIFY:-}" "${QUICK_MAX_FLOOR:-}" <<'EOF' || guard_rc=1
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+def med(label, phase):
+    w = [float(r["wall_s"]) for r in rows if r["label"] == label and r["phase"] == phase]
+    return statistics.median(w) if w else None
+# Defaults: the 20k figures of docs/performance.md ("Regression guard") less the
+# run-to-run noise measured there.
+min_init = float(sys.argv[2] or 2.0)
+min_verify = float(sys.argv[3] or 6.0)
+max_floor = float(sys.argv[4] or 4.0)
+init, aide_init = med("kmsentry", "init"), med("aide", "init")
+check, aide_check = med("kmsentry", "check"), med("aide", "check")
+floor = med("read floor", "floor-read-par")
+checks = [
+    ("init: aide --init / kmsentry init", aide_init / init, ">=", min_init),
+    ("verify: aide --check / kmsentry verify", aide_check / check, ">=", min_verify),
+    ("init: kmsentry init / read floor", init / floor, "<=", max_floor),
+]
+bad = 0
+for what, got, op, lim in checks:
+    ok = got >= lim if op == ">=" else got <= lim
+    bad += not ok
+    print(f"- {what}: {got:.2f} (guard {op} {lim:.2f}) {'ok' if ok else '*** BELOW GUARD ***'}")
+sys.exit(1 if bad else 0)
+EOF
+fi
+if ((set_rc || guard_rc || ${#BAD_EXITS[@]})); then exit 1; fi

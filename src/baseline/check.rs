@@ -4,7 +4,7 @@
 //! entries) are kept, so memory is the baseline plus the drift.
 
 use super::diff::{diff, severity, Status};
-use super::entry::Entry;
+use super::entry::{Entry, FileType};
 pub use super::findings::{Clean, Finding, Report};
 use super::packed::Packed;
 use super::walk::{self, Item};
@@ -94,17 +94,25 @@ pub fn check(
                 Err(e)
             }
         });
-        walk::walk(root, policy, wopts, &|item| match item {
+        let inspect_cred = |e: &Entry, content: Option<&[u8]>| {
+            if !opts.credentials {
+                return;
+            }
+            match super::credentials::inspect_content(root, policy, e, content, true) {
+                Some(Ok(c)) => lock(&creds).push(c),
+                Some(Err(e)) => lock(&errors).push(e),
+                None => {}
+            }
+        };
+        // Regular files the walk hashed are inspected from the bytes it read (the first
+        // callback); every other entry here.
+        walk::walk_inspecting(root, policy, wopts, &inspect_cred, &|item| match item {
             Item::Error(e) => lock(&errors).push(e),
             Item::Entry(live) => {
                 on_entry();
                 live_count.fetch_add(1, Ordering::Relaxed);
-                if opts.credentials {
-                    match super::credentials::inspect(root, policy, &live, true) {
-                        Some(Ok(c)) => lock(&creds).push(c),
-                        Some(Err(e)) => lock(&errors).push(e),
-                        None => {}
-                    }
+                if live.ftype != FileType::File {
+                    inspect_cred(&live, None);
                 }
                 if failed.load(Ordering::Relaxed) {
                     return;

@@ -37,6 +37,18 @@ pub fn inspect(
     e: &Entry,
     keep_ders: bool,
 ) -> Option<Result<LiveCred, WalkError>> {
+    inspect_content(root, policy, e, None, keep_ders)
+}
+
+/// [`inspect`], given the bytes the walker hashed when it has them (see
+/// [`crate::baseline::walk::Inspect`]); without them the file is read here.
+pub fn inspect_content(
+    root: &Root,
+    policy: &CompiledPolicy,
+    e: &Entry,
+    content: Option<&[u8]>,
+    keep_ders: bool,
+) -> Option<Result<LiveCred, WalkError>> {
     if !relevant(e) {
         return None;
     }
@@ -51,9 +63,12 @@ pub fn inspect(
         elf: None,
     };
     if record::wants(e) {
-        match record::scan(root, e, keep_ders) {
-            Ok(s) => live.scanned = s,
-            Err(err) => return Some(Err(fail("inspect credential", err))),
+        match content {
+            Some(bytes) => live.scanned = record::scan_read(e, bytes, keep_ders),
+            None => match record::scan(root, e, keep_ders) {
+                Ok(s) => live.scanned = s,
+                Err(err) => return Some(Err(fail("inspect credential", err))),
+            },
         }
         if live.scanned.is_none() && e.class == Class::Generic {
             return None;
@@ -65,9 +80,12 @@ pub fn inspect(
             live.elf = Some(if e.size > ELF_MAX_BYTES {
                 Err(format!("{} bytes, over the ELF inspection limit", e.size))
             } else {
-                match record::read_file(root, &e.path, ELF_MAX_BYTES) {
-                    Ok(bytes) => elf_facts(&bytes),
-                    Err(err) => return Some(Err(fail("read provider binary", err))),
+                match content {
+                    Some(bytes) => elf_facts(bytes),
+                    None => match record::read_file(root, &e.path, ELF_MAX_BYTES) {
+                        Ok(bytes) => elf_facts(&bytes),
+                        Err(err) => return Some(Err(fail("read provider binary", err))),
+                    },
                 }
             });
         }
@@ -100,9 +118,16 @@ pub fn inspect_all(
 }
 
 /// The credential facts of one entry, for `baseline init` (called on the walker's threads).
-pub fn record(root: &Root, e: &Entry) -> Option<Result<Scanned, WalkError>> {
+pub fn record(
+    root: &Root,
+    e: &Entry,
+    content: Option<&[u8]>,
+) -> Option<Result<Scanned, WalkError>> {
     if !record::wants(e) {
         return None;
+    }
+    if let Some(bytes) = content {
+        return record::scan_read(e, bytes, false).map(Ok);
     }
     match record::scan(root, e, false) {
         Ok(s) => s.map(Ok),

@@ -59,7 +59,9 @@ pub struct Want {
 }
 
 /// Hash `file`, which the caller opened and `fstat`ed as `before`. `buf` is reused across
-/// calls (one per thread).
+/// calls (one per thread). A file of at most [`CHUNK`] bytes is read whole before it is
+/// hashed: after `Done`, `buf[..size]` holds exactly the bytes the digests are of, so a
+/// caller can inspect the content without reading the file again.
 pub fn hash_file(
     file: &mut std::fs::File,
     before: Stamp,
@@ -79,7 +81,10 @@ pub fn hash_file(
         // which the stamp comparison below catches. Not reading to EOF saves a syscall per
         // file; a short count (truncation) is caught by `read == size`.
         let mut limited = (&mut *file).take(expected.size);
-        let (hashes, read) = if expected.size >= PARALLEL_FROM {
+        let (hashes, read) = if expected.size <= CHUNK as u64 {
+            let n = fill(&mut limited, &mut buf[..expected.size as usize])?;
+            (hash_slice(&buf[..n], want), n as u64)
+        } else if expected.size >= PARALLEL_FROM {
             if buf.len() < PAR_CHUNK {
                 buf.resize(PAR_CHUNK, 0);
             }
@@ -118,6 +123,14 @@ pub fn hash_stream(
         h.total += n as u64;
     }
     Ok(h.finish())
+}
+
+/// The digests of bytes already in memory.
+pub fn hash_slice(data: &[u8], want: Want) -> Hashes {
+    Hashes {
+        blake3: *blake3::hash(data).as_bytes(),
+        sha256: want.sha256.then(|| sha2::Sha256::digest(data).into()),
+    }
 }
 
 /// The hashers and the byte count, fed in step.

@@ -89,10 +89,16 @@ impl Default for WalkOptions {
     }
 }
 
+/// Called for each regular file the walk hashed, on the walker's thread, before the entry
+/// reaches the sink: with the exact bytes that were hashed when the file was small enough to
+/// be read whole ([`hash::CHUNK`]), else `None` (the callee reads it itself if it must).
+pub type Inspect<'a> = &'a (dyn Fn(&Entry, Option<&[u8]>) + Sync);
+
 struct Ctx<'a> {
     policy: &'a CompiledPolicy,
     sink: &'a (dyn Fn(Item) + Sync),
     hash: Hashing,
+    inspect: Option<Inspect<'a>>,
 }
 
 impl Ctx<'_> {
@@ -113,11 +119,41 @@ thread_local! {
 /// Walk every path `policy` names under `root`. Blocks until done. `sink` is called from
 /// worker threads.
 pub fn walk(root: &Root, policy: &CompiledPolicy, opts: WalkOptions, sink: &(dyn Fn(Item) + Sync)) {
-    let ctx = Ctx {
-        policy,
-        sink,
-        hash: opts.hash,
-    };
+    walk_ctx(
+        root,
+        opts,
+        Ctx {
+            policy,
+            sink,
+            hash: opts.hash,
+            inspect: None,
+        },
+    )
+}
+
+/// [`walk`], handing each hashed regular file's content to `inspect` first (credential
+/// inspection reads the bytes the walk already has instead of opening the file again).
+pub fn walk_inspecting(
+    root: &Root,
+    policy: &CompiledPolicy,
+    opts: WalkOptions,
+    inspect: Inspect<'_>,
+    sink: &(dyn Fn(Item) + Sync),
+) {
+    walk_ctx(
+        root,
+        opts,
+        Ctx {
+            policy,
+            sink,
+            hash: opts.hash,
+            inspect: Some(inspect),
+        },
+    )
+}
+
+fn walk_ctx(root: &Root, opts: WalkOptions, ctx: Ctx<'_>) {
+    let policy = ctx.policy;
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads)
         .thread_name(|i| format!("kmsentry-walk-{i}"))
@@ -333,6 +369,7 @@ pub fn capture_path(
         policy,
         sink: &sink,
         hash: Hashing::Record,
+        inspect: None,
     };
     let Some(group) = policy.classify(path) else {
         return Ok(None);
@@ -446,17 +483,27 @@ fn hash_into(
     }
     capture_xattrs(ctx, e, &Target::Fd(fd.as_fd()));
     let mut file = std::fs::File::from(fd);
-    let outcome = HASH_BUF.with(|b| {
-        hash::hash_file(
-            &mut file,
-            hash::Stamp::of(&before),
-            want,
-            &mut b.borrow_mut(),
-        )
+    HASH_BUF.with(|b| {
+        let buf = &mut *b.borrow_mut();
+        let outcome = hash::hash_file(&mut file, hash::Stamp::of(&before), want, buf);
+        hashed(ctx, e, outcome, buf);
     });
+    true
+}
+
+/// Record the outcome of hashing `e` (content in `buf` for a small file), then let the
+/// inspector see the entry.
+fn hashed(ctx: &Ctx<'_>, e: &mut Entry, outcome: std::io::Result<Hashed>, buf: &[u8]) {
     match outcome {
         Ok(Hashed::Done(h, after)) => {
             set_hashes(e, h, &after);
+            if let Some(inspect) = ctx.inspect {
+                let whole = usize::try_from(e.size)
+                    .ok()
+                    .filter(|n| *n <= hash::CHUNK)
+                    .and_then(|n| buf.get(..n));
+                inspect(e, whole);
+            }
         }
         Ok(Hashed::Unstable) => {
             e.problem = Some(Problem::Unstable);
@@ -471,7 +518,6 @@ fn hash_into(
             ctx.error(&e.path, "read", err);
         }
     }
-    true
 }
 
 /// Record hashes and the attributes of the state that was hashed.

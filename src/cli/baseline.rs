@@ -105,40 +105,52 @@ pub(crate) fn init(a: &InitArgs, common: Common) -> Result<ExitCode> {
     let mut stats = InitStats::new(&policy);
     // The walk runs on its own threads and streams entries here, where they are inserted
     // while hashing goes on: the database work overlaps the walk instead of following it.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<walk::Item>(4096);
+    // Items travel in batches: one channel operation (and at most one wake-up of the
+    // writer) per BATCH entries instead of per entry.
+    const BATCH: usize = 256;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<walk::Item>>(16);
+    let batch = std::sync::Mutex::new(Vec::with_capacity(BATCH));
     let creds = std::sync::Mutex::new(Vec::new());
     let cred_errors = std::sync::Mutex::new(Vec::new());
     let written = std::thread::scope(|sc| {
         sc.spawn(|| {
             let tx = tx;
-            walk::walk(
+            walk::walk_inspecting(
                 &root,
                 &policy,
                 WalkOptions {
                     threads: common.threads,
                     hash: walk::Hashing::Record,
                 },
+                // Credential facts are read on the walker's threads, from the bytes it just
+                // hashed (small files) or from the page cache (larger ones).
+                &|e, content| match crate::baseline::credentials::record(&root, e, content) {
+                    Some(Ok(s)) => lock(&creds).push(s),
+                    Some(Err(err)) => lock(&cred_errors).push(err),
+                    None => {}
+                },
                 // A send fails only once the writer gave up; the walk then just finishes.
                 &|item| {
-                    // Credential facts are read here, on the walker's threads, while the
-                    // file is still in the page cache.
-                    if let walk::Item::Entry(e) = &item {
-                        match crate::baseline::credentials::record(&root, e) {
-                            Some(Ok(s)) => lock(&creds).push(s),
-                            Some(Err(err)) => lock(&cred_errors).push(err),
-                            None => {}
-                        }
+                    let full = {
+                        let mut b = lock(&batch);
+                        b.push(item);
+                        (b.len() >= BATCH)
+                            .then(|| std::mem::replace(&mut *b, Vec::with_capacity(BATCH)))
+                    };
+                    if let Some(full) = full {
+                        let _ = tx.send(full);
                     }
-                    let _ = tx.send(item);
                 },
             );
+            let rest = std::mem::take(&mut *lock(&batch));
+            let _ = tx.send(rest);
         });
         let result = store.atomically(|s| {
             // Owned here, so it is dropped when this closure returns, even on an error: a walk
             // still sending then finishes instead of blocking on a full channel forever.
             let rx = rx;
             let id = s.add_run(&new_run("init", &policy, &root_dir, &started, None))?;
-            let entries = rx.iter().filter_map(|item| match item {
+            let entries = rx.iter().flatten().filter_map(|item| match item {
                 walk::Item::Entry(e) => {
                     pb.inc(1);
                     stats.add(&policy, &e);

@@ -45,8 +45,35 @@ impl fmt::Display for PemError {
 pub(super) fn scan(input: &[u8], max_blocks: usize) -> Result<Vec<Block>, PemError> {
     let mut blocks = Vec::new();
     let mut open: Option<Open> = None;
-    for line in input.split(|b| *b == b'\n') {
-        let line = line.trim_ascii();
+    let mut pos = 0;
+    while pos <= input.len() {
+        if open.is_none() {
+            // Outside a block only a BEGIN line matters: jump to the next candidate instead
+            // of looking at every line (most of a config or a binary is not PEM).
+            let rest = input.get(pos..).unwrap_or_default();
+            let Some(k) = memchr::memmem::find(rest, b"-----BEGIN ") else {
+                break;
+            };
+            let at = pos + k;
+            let before = input.get(pos..at).unwrap_or_default();
+            let start = memchr::memrchr(b'\n', before).map_or(pos, |i| pos + i + 1);
+            if !input
+                .get(start..at)
+                .unwrap_or_default()
+                .iter()
+                .all(u8::is_ascii_whitespace)
+            {
+                // Not at the start of its line: skip that line.
+                pos = memchr::memchr(b'\n', input.get(at..).unwrap_or_default())
+                    .map_or(input.len() + 1, |i| at + i + 1);
+                continue;
+            }
+            pos = start;
+        }
+        let rest = input.get(pos..).unwrap_or_default();
+        let end = memchr::memchr(b'\n', rest).map_or(input.len(), |i| pos + i);
+        let line = input.get(pos..end).unwrap_or_default().trim_ascii();
+        pos = end + 1;
         match open.as_mut() {
             None => {
                 if let Some(label) = boundary(line, b"-----BEGIN ") {
@@ -187,8 +214,21 @@ fn boundary(line: &[u8], prefix: &[u8]) -> Option<String> {
 }
 
 fn is_base64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+    BASE64[usize::from(b)]
 }
+
+/// The bytes of a base64 body line (standard alphabet and padding), as a table: the body of
+/// every certificate in a bundle goes through this check byte by byte.
+const BASE64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=';
+        i += 1;
+    }
+    t
+};
 
 fn text(bytes: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(bytes).map_err(|_| "header is not UTF-8".to_owned())
@@ -223,6 +263,23 @@ mod tests {
         assert!(labels(b"").is_empty());
         assert!(labels(b"-----BEGIN \xff\xfe-----\nAA==\n").is_empty());
         assert!(labels(b"-----BEGIN -----\n").is_empty());
+    }
+
+    #[test]
+    fn a_begin_inside_a_line_is_not_a_boundary_and_the_search_resumes_after_it() {
+        // Mid-line BEGIN (a log line quoting PEM), then a real block; one at the very end
+        // without a newline; BEGIN as the input's first bytes.
+        let input = b"log: -----BEGIN CERTIFICATE-----\nAAEC\n\t-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\nx -----BEGIN KEY-----";
+        assert_eq!(labels(input), vec!["CERTIFICATE"]);
+        let first = b"-----BEGIN A-----\nAAEC\n-----END A-----";
+        assert_eq!(labels(first), vec!["A"]);
+        assert!(
+            scan(b"\n\n-----BEGIN A-----\nAAEC\n", 10).is_err(),
+            "truncated block"
+        );
+        assert!(
+            labels(b"-----BEGIN A-----x\n-----BEGIN B-----\nAA==\n-----END B-----\n") == vec!["B"]
+        );
     }
 
     #[test]

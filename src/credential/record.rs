@@ -163,12 +163,23 @@ pub fn scan(root: &Root, e: &Entry, keep_ders: bool) -> std::io::Result<Option<S
             ));
         }
     }
-    if e.class == Class::Generic && !sniff(&bytes) {
-        return Ok(None);
+    Ok(scan_bytes(e, &bytes, blake3, keep_ders))
+}
+
+/// [`scan`] over content already read: `bytes` are the bytes `e`'s digests were computed
+/// over (the walker hands them over), `blake3` their digest.
+pub fn scan_read(e: &Entry, bytes: &[u8], keep_ders: bool) -> Option<Scanned> {
+    let blake3 = e
+        .hashes
+        .map_or_else(|| *blake3::hash(bytes).as_bytes(), |h| h.blake3);
+    scan_bytes(e, bytes, blake3, keep_ders)
+}
+
+fn scan_bytes(e: &Entry, bytes: &[u8], blake3: [u8; 32], keep_ders: bool) -> Option<Scanned> {
+    if e.class == Class::Generic && !sniff(bytes) {
+        return None;
     }
-    let Some(record) = CredRecord::from_facts(inspect(&bytes)) else {
-        return Ok(None);
-    };
+    let record = CredRecord::from_facts(inspect(bytes))?;
     // DERs are kept for files that hold a certificate able to issue others (a CA or a
     // self-signed root): they are the candidate issuers when a renewal is checked. A leaf's
     // own DER is re-read only if it turns out to be a rotation candidate, so a tree of
@@ -178,16 +189,16 @@ pub fn scan(root: &Root, e: &Entry, keep_ders: bool) -> std::io::Result<Option<S
         .iter()
         .any(|c| c.is_ca == Some(true) || c.self_signed);
     let cert_ders = if keep_ders && issuer_like {
-        super::certificate_ders(&bytes)
+        super::certificate_ders(bytes)
     } else {
         Vec::new()
     };
-    Ok(Some(Scanned {
+    Some(Scanned {
         path: e.path.clone(),
         blake3,
         record,
         cert_ders,
-    }))
+    })
 }
 
 /// A cheap look before parsing a generic file: PEM armour somewhere, or a DER SEQUENCE start.
