@@ -213,13 +213,16 @@ fn read_dir<'s>(s: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, fd: OwnedFd, path: Vec<u
         Ok(d) => d,
         Err(e) => return ctx.error(&path, "read directory", e),
     };
-    let mut names: Vec<CString> = Vec::new();
+    // Each name with whether the directory entry says "regular file" (a hint only: the
+    // entry is checked on the open file before anything is recorded).
+    let mut names: Vec<(CString, bool)> = Vec::new();
     for ent in dir {
         match ent {
             Ok(ent) => {
                 let n = ent.file_name();
                 if n != c"." && n != c".." {
-                    names.push(n.to_owned());
+                    let reg = ent.file_type() == rustix::fs::FileType::RegularFile;
+                    names.push((n.to_owned(), reg));
                 }
             }
             Err(e) => {
@@ -232,13 +235,19 @@ fn read_dir<'s>(s: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, fd: OwnedFd, path: Vec<u
     let path = Arc::new(path);
     let mut chunks = names
         .chunks(CHUNK_NAMES)
-        .map(<[CString]>::to_vec)
+        .map(<[(CString, bool)]>::to_vec)
         .peekable();
     while let Some(chunk) = chunks.next() {
         let (fd, path) = (Arc::clone(&fd), Arc::clone(&path));
         let job = move |s: &rayon::Scope<'s>| {
-            for name in &chunk {
+            for (name, reg) in &chunk {
                 let child = join(&path, name.to_bytes());
+                if *reg && ctx.hash != Hashing::Off {
+                    match visit_regular(ctx, &fd, name, &child) {
+                        Regular::Done => continue,
+                        Regular::Check => {}
+                    }
+                }
                 visit_child(s, ctx, &fd, name, child);
             }
         };
@@ -263,6 +272,53 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 
 fn is_gone(e: Errno) -> bool {
     e == Errno::NOENT || e == Errno::NOTDIR
+}
+
+/// What [`visit_regular`] did.
+enum Regular {
+    /// Recorded, vanished, or not claimed by the policy: nothing more to do.
+    Done,
+    /// Not what the directory entry said (or not openable as one): take the `statx` path.
+    Check,
+}
+
+/// A child the directory entry says is a regular file: open it (`O_NOFOLLOW`, non-blocking)
+/// and take every attribute from the open file's `fstat`, one `statx` fewer than
+/// [`visit_child`]. Anything but a regular file behind the name goes back to the `statx`
+/// path, which records it as what it is.
+fn visit_regular(ctx: &Ctx<'_>, parent: &Arc<OwnedFd>, name: &CStr, path: &[u8]) -> Regular {
+    let comps: Vec<&[u8]> = split(path).collect();
+    let Some(group) = ctx.policy.classify_comps(&comps) else {
+        // A regular file the policy does not claim: nothing to record and nothing below it.
+        return Regular::Done;
+    };
+    drop(comps);
+    let fd = match open_file(parent, name) {
+        Ok(fd) => fd,
+        Err(e) if is_gone(e) => return Regular::Done,
+        // A symlink now (ELOOP), or unreadable: `statx` first, which records what it is.
+        Err(_) => return Regular::Check,
+    };
+    let st = match rustix::fs::fstat(&fd) {
+        Ok(st) if FileType::from_mode(st.st_mode) == FileType::File => st,
+        _ => return Regular::Check,
+    };
+    let mut e = entry_from_stat(path, &st, group);
+    hash_open(ctx, fd, &st, want(ctx, group), &mut e);
+    (ctx.sink)(Item::Entry(Box::new(e)));
+    Regular::Done
+}
+
+/// Open a regular file for hashing: never through a symlink, never blocking on a FIFO or
+/// device that took its place, without updating its access time where allowed.
+fn open_file(parent: &OwnedFd, name: &CStr) -> Result<OwnedFd, Errno> {
+    let base =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, name, base | OFlags::NOATIME, Mode::empty()) {
+        // O_NOATIME needs ownership or CAP_FOWNER; without it, open plainly.
+        Err(Errno::PERM) => rustix::fs::openat(parent, name, base, Mode::empty()),
+        r => r,
+    }
 }
 
 fn visit_child<'s>(
@@ -319,10 +375,7 @@ fn capture_child(
     let mut e = entry_from_statx(path, st, &group.name, group.class);
     match ftype {
         FileType::File if ctx.hash != Hashing::Off => {
-            let want = hash::Want {
-                sha256: ctx.hash == Hashing::Record && group.sha256,
-            };
-            if !hash_into(ctx, parent, name, st, want, &mut e) {
+            if !hash_into(ctx, parent, name, st, want(ctx, group), &mut e) {
                 return None; // vanished or swapped
             }
         }
@@ -451,14 +504,7 @@ fn hash_into(
     want: hash::Want,
     e: &mut Entry,
 ) -> bool {
-    let base =
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let opened = match rustix::fs::openat(parent, name, base | OFlags::NOATIME, Mode::empty()) {
-        // O_NOATIME needs ownership or CAP_FOWNER; without it, open plainly.
-        Err(Errno::PERM) => rustix::fs::openat(parent, name, base, Mode::empty()),
-        r => r,
-    };
-    let fd = match opened {
+    let fd = match open_file(parent, name) {
         Ok(fd) => fd,
         Err(err) if is_gone(err) || err == Errno::LOOP => return false,
         Err(err) => {
@@ -477,6 +523,25 @@ fn hash_into(
             return false;
         }
     };
+    hash_open(ctx, fd, &before, want, e);
+    true
+}
+
+/// The digests `ctx` asks of a file in `group`.
+fn want(ctx: &Ctx<'_>, group: &crate::policy::Group) -> hash::Want {
+    hash::Want {
+        sha256: ctx.hash == Hashing::Record && group.sha256,
+    }
+}
+
+/// Capture the xattrs of, and hash, a regular file open as `fd` whose `fstat` is `before`.
+fn hash_open(
+    ctx: &Ctx<'_>,
+    fd: OwnedFd,
+    before: &rustix::fs::Stat,
+    want: hash::Want,
+    e: &mut Entry,
+) {
     if before.st_size > 1 << 20 {
         // Large files: ask for aggressive read-ahead on a cold cache; harmless when warm.
         let _ = rustix::fs::fadvise(&fd, 0, None, rustix::fs::Advice::Sequential);
@@ -485,10 +550,9 @@ fn hash_into(
     let mut file = std::fs::File::from(fd);
     HASH_BUF.with(|b| {
         let buf = &mut *b.borrow_mut();
-        let outcome = hash::hash_file(&mut file, hash::Stamp::of(&before), want, buf);
+        let outcome = hash::hash_file(&mut file, hash::Stamp::of(before), want, buf);
         hashed(ctx, e, outcome, buf);
     });
-    true
 }
 
 /// Record the outcome of hashing `e` (content in `buf` for a small file), then let the
