@@ -660,9 +660,9 @@ def med(label, phase):
     return statistics.median(w) if w else None
 # Defaults: the 20k figures of docs/performance.md ("Regression guard") less the
 # run-to-run noise measured there.
-min_init = float(sys.argv[2] or 2.0)
-min_verify = float(sys.argv[3] or 6.0)
-max_floor = float(sys.argv[4] or 4.0)
+min_init = float(sys.argv[2] or 2.6)
+min_verify = float(sys.argv[3] or 10.0)
+max_floor = float(sys.argv[4] or 1.6)
 init, aide_init = med("kmsentry", "init"), med("aide", "init")
 check, aide_check = med("kmsentry", "check"), med("aide", "check")
 floor = med("read floor", "floor-read-par")
