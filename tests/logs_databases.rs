@@ -37,13 +37,15 @@ fn service_dir(env: &TestEnv, name: &str, owner: (u32, u32)) -> std::path::PathB
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Version 15's own psql, not Debian's version-picking wrapper on PATH.
+const PG_PSQL: &str = "/usr/lib/postgresql/15/bin/psql";
 
 #[test]
 fn pgaudit_records_of_real_privileged_statements_raise_the_pgaudit_rules() {
     require_root!();
     if !need(&format!("{PG_BIN}/postgres"))
         || !need("/usr/lib/postgresql/15/lib/pgaudit.so")
-        || !need("psql")
+        || !need(PG_PSQL)
     {
         return;
     }
@@ -101,7 +103,7 @@ fn pgaudit_records_of_real_privileged_statements_raise_the_pgaudit_rules() {
     // One psql session per call, each statement its own `-c` as an operator types them.
     let psql = |stmts: &[&str]| {
         let mut c = Command::new("timeout");
-        c.args(["60", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+        c.args(["60", PG_PSQL, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(&d)
             .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
             .current_dir(&d)
