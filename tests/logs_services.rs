@@ -1,9 +1,9 @@
 //! `logs scan` over what real services wrote, each started by the test in its temp
-//! directory under `timeout` and killed on drop: an sshd on a high 127.0.0.1 port (`sshd -E`)
-//! with real failed password logins followed by a real public-key login, and a real sudo
-//! refusing wrong passwords, logged through a private rsyslogd (Debian's file format) whose
-//! socket is bound over /dev/log only inside a private mount namespace. Root only; under
-//! CI=true they run or fail.
+//! directory and never outliving it (tests/util/services.rs): an sshd on a high 127.0.0.1
+//! port (`sshd -E`) with real failed password logins followed by a real public-key login, and
+//! a real sudo refusing wrong passwords, logged through a private rsyslogd (Debian's file
+//! format) whose socket is bound over /dev/log only inside a private mount namespace. Root
+//! only; under CI=true they run or fail.
 
 mod util;
 use std::path::Path;
