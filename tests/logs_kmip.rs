@@ -86,6 +86,24 @@ fn cert(d: &Path, name: &str, cn: &str, eku: &str, ca: Option<&str>) {
     }
 }
 
+/// `pykmip-server`, with every process it forks (multiprocessing's manager, the policy
+/// monitor) dying with its parent: the death signal is reset on fork, so the child sets it
+/// again, and leaves at once if the parent is already gone.
+const SERVER: &str = r#"import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+parent = [0]
+def before():
+    parent[0] = os.getpid()
+def after_in_child():
+    if libc.prctl(1, int(signal.SIGKILL)) != 0:  # PR_SET_PDEATHSIG
+        os._exit(70)
+    if os.getppid() != parent[0]:
+        os._exit(0)
+os.register_at_fork(before=before, after_in_child=after_in_child)
+from kmip.services.server.server import main
+sys.exit(main())
+"#;
+
 const CLIENT: &str = r#"import sys
 from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
@@ -139,7 +157,8 @@ fn a_real_pykmip_server_logs_a_destroy_and_refused_client_certificates() {
     .unwrap();
     let log = d.join("server.log");
     let mut server = Service::spawn_logging(
-        Command::new(&server_bin)
+        Command::new(&python)
+            .args(["-c", SERVER])
             .arg("-f")
             .arg(d.join("server.conf"))
             // An absolute path: PyKMIP creates the log's directory and fails on "".

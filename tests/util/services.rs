@@ -6,9 +6,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A service process, stopped and reaped on drop, and killed by the kernel if the test thread
-/// that started it dies (`PR_SET_PDEATHSIG`); a watchdog kills it after two minutes.
-/// Not wrapped in `timeout`: killing `timeout` would leave its child running.
+/// A service process in its own process group, stopped and reaped on drop, and killed by the
+/// kernel if the test thread that started it dies (`PR_SET_PDEATHSIG`); a watchdog kills it
+/// after two minutes. Drop and the watchdog kill the whole group: servers fork helpers
+/// (PyKMIP's multiprocessing manager, PostgreSQL's backends) that the death signal, reset on
+/// fork, does not cover. Not wrapped in `timeout`: killing `timeout` would leave its child
+/// running.
 pub struct Service {
     child: Child,
     /// Sent first on drop (a database's fast shutdown), so it flushes its log and removes its
@@ -51,13 +54,13 @@ impl Service {
                 Ok(())
             });
         }
-        let child = cmd.stdin(Stdio::null()).spawn().unwrap();
+        let child = cmd.stdin(Stdio::null()).process_group(0).spawn().unwrap();
         let pid = child.id() as i32;
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(120));
             // The pid may have been reaped and reused by then only if the test outlived the
             // service by two minutes; the test's own waits end far sooner.
-            let _ = nix::sys::signal::kill(
+            let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
@@ -82,6 +85,9 @@ impl Drop for Service {
                 }
             }
         }
+        // The group first: helpers outlive a leader killed alone.
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
