@@ -1,137 +1,24 @@
 //! `logs scan` over what real services wrote, each started by the test in its temp
-//! directory under `timeout` and killed on drop: an sshd on a high 127.0.0.1 port (`sshd -E`)
-//! with real failed password logins followed by a real public-key login, and a real sudo
-//! refusing wrong passwords, logged through a private rsyslogd (Debian's file format) whose
-//! socket is bound over /dev/log only inside a private mount namespace. Root only; under
-//! CI=true they run or fail.
+//! directory and never outliving it (tests/util/services.rs): an sshd on a high 127.0.0.1
+//! port (`sshd -E`) with real failed password logins followed by a real public-key login, and
+//! a real sudo refusing wrong passwords, logged through a private rsyslogd (Debian's file
+//! format) whose socket is bound over /dev/log only inside a private mount namespace. Root
+//! only; under CI=true they run or fail.
 
 mod util;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use util::services::*;
 use util::*;
 
-/// A service process, killed and reaped on drop, and killed by the kernel if the test
-/// thread that started it dies (`PR_SET_PDEATHSIG`); a watchdog kills it after two minutes.
-/// Not wrapped in `timeout`: killing `timeout` would leave its child running.
-struct Service(Child);
-
-impl Service {
-    fn spawn(cmd: &mut Command) -> Service {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs between fork and exec and only calls prctl(2), which is
-        // async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(120));
-            // The pid may have been reaped and reused by then only if the test outlived the
-            // service by two minutes; the test's own waits end far sooner.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        });
-        Service(child)
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn need(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-        || Path::new(tool).exists();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {tool} is missing (scripts/test installs it)"
-        );
-        eprintln!("skipped: needs {tool}");
-    }
-    found
-}
-
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
-
-fn rules_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")
-}
-
 fn scan(env: &TestEnv, log: &Path, logsource: &str) -> (i32, serde_json::Value) {
-    let policy = env.policy(&format!(
-        "version: 1\ngroups:\n  - name: g\n    paths: [/etc/kms]\nlogs:\n  - name: svc\n    source: {{file: {}}}\n    format: auto\n    logsource: {logsource}\nrules: [{}]\n",
-        log.to_str().unwrap(),
-        rules_dir().to_str().unwrap()
-    ));
-    let r = env.run(&[
-        OsStr("logs"),
-        OsStr("scan"),
-        OsStr("--policy"),
-        policy.as_os_str(),
-        OsStr("--format"),
-        OsStr("json"),
-    ]);
-    assert!(
-        r.code == 0 || r.code == 1,
-        "logs scan failed ({}): {}",
-        r.code,
-        r.stderr
+    let (code, v, _) = scan_source(
+        env,
+        log,
+        &format!("    format: auto\n    logsource: {logsource}"),
     );
-    (r.code, r.json())
-}
-
-#[allow(non_snake_case)]
-fn OsStr(s: &str) -> &std::ffi::OsStr {
-    std::ffi::OsStr::new(s)
-}
-
-fn rule_ids(v: &serde_json::Value) -> Vec<String> {
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap().to_string())
-        .collect()
+    (code, v)
 }
 
 #[test]

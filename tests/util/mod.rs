@@ -2,6 +2,8 @@
 //! and a database; runs the real binary with a cleared environment so the host cannot leak in.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
