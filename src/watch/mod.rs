@@ -61,6 +61,7 @@ pub mod fanotify;
 pub mod identity;
 pub mod instance;
 mod kernel_audit;
+mod log_room;
 mod marks;
 mod notify;
 pub mod paths;
@@ -234,14 +235,26 @@ pub fn run(cfg: Config) -> Result<()> {
     if cfg.audit {
         checker.audit = kernel_audit::start(&shared, &alert_tx, &mut threads);
     }
+    // The log room: every source opened (a syslog socket that cannot be bound fails the
+    // start) before `started`, so a line written after `started` is read.
+    let logs = log_room::LogThread::open(&shared, &cfg.db, &alert_tx)?;
+    let log_sources = logs.as_ref().map_or(0, log_room::LogThread::sources);
+    if let Some(l) = logs {
+        threads.push(l.start()?);
+    }
     let status_socket =
         status::serve_configured(cfg.status_socket.as_deref(), cfg.metrics, &shared);
-    let started = started_alert(
+    let mut started = started_alert(
         &shared,
         reconciled,
         checker.audit.is_active(),
         instance.previous(),
     );
+    if log_sources > 0 {
+        started
+            .detail
+            .insert("log_sources".into(), log_sources.into());
+    }
     let _ = alert_tx.send(Box::new(started));
     sd_notify("READY=1");
     threads.push(signals::start(
