@@ -3,8 +3,9 @@
 # over N lines, one at a time, each waited for), then the memory of 100k distinct
 # correlation keys (RSS from the status socket before and after 100k lines, each a new
 # group-by value of an event_count correlation that never fires).
-# Peer: the same daemon with no log source (RSS baseline) — there is no other Sigma daemon
-# to run here; the floor of the latency is the follower's poll tick (10 ms).
+# Floor: `tail -F -n0 FILE` (GNU tail, inotify) over the same kind of lines, write -> line on
+# its stdout, measured the same way: no parsing, no rules, no alert log, no fsync.
+# Memory: the daemon's RSS with its log room idle is the baseline of the 100k-key delta.
 # Usage (root): scripts/bench-logs-daemon.sh [N=1000] [KEYS=100000]
 #   PROFILE=debug uses target/debug (default: release, built here).
 # Results: scripts/bench-runs/logs-daemon-*.json.
@@ -121,7 +122,23 @@ while status()["logs"]["counts"]["lines"] < n + keys:
     time.sleep(0.2)
 secs = time.perf_counter() - t
 rss2 = status()["rss_kib"]
+# The floor: tail -F.
+open(f"{w}/tail.log", "w").close()
+tp = subprocess.Popen(["tail", "-F", "-n0", f"{w}/tail.log"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+time.sleep(0.5)
+tl = open(f"{w}/tail.log", "a")
+tlat = []
+for i in range(n):
+    line = json.dumps({"time": ts, "action": "export", "user": "alice", "n": i}) + "\n"
+    t = time.perf_counter()
+    tl.write(line); tl.flush()
+    tp.stdout.readline()
+    tlat.append((time.perf_counter() - t) * 1000)
+tp.kill()
+tlat.sort()
+tq = lambda q: tlat[min(len(tlat) - 1, int(q * len(tlat)))]
 res = {"profile": profile, "lines": n, "latency_ms": {"p50": round(p(0.5), 2), "p90": round(p(0.9), 2), "p99": round(p(0.99), 2), "max": round(lat[-1], 2)},
+       "floor_tail_F_ms": {"p50": round(tq(0.5), 3), "p99": round(tq(0.99), 3)},
        "keys": keys, "rss_kib": {"start": rss0, "after_latency": rss1, "after_keys": rss2, "keys_delta": rss2 - rss1},
        "keys_lines_per_s": round(keys / secs)}
 print(json.dumps(res, indent=1))
