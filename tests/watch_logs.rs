@@ -440,3 +440,40 @@ fn a_symlink_or_fifo_in_place_of_a_followed_log_is_reported_and_never_opened() {
     w.stop();
     w.assert_log_intact();
 }
+
+#[test]
+fn the_daemons_own_access_denials_read_back_raise_the_burst_rule() {
+    require_root!();
+    let mut w = Watch::new();
+    let key = w.write("keys/client.key", b"secret\n", 0o644);
+    let reader = allowed_reader(&w);
+    let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/rules/tls/client-cert.yml");
+    w.policy(&format!(
+        "version: 1\ngroups:\n  - name: keys\n    class: private-key\n    paths: [{keys}]\n    access:\n      mode: enforce\n      allow:\n        - exe: {reader}\nlogs:\n  - name: own\n    source: {{file: \"{alerts}\"}}\n    format: json\n    logsource: {{product: kmsentry, service: alerts}}\n  - name: journal\n    source: {{journald: {{unit: ssh.service}}}}\n    logsource: {{product: linux, service: sshd}}\nrules: [{pack}]\n",
+        keys = w.s("keys"),
+        reader = reader.to_str().unwrap(),
+        alerts = w.alerts_path().to_str().unwrap(),
+    ));
+    w.init();
+    w.start(&[]);
+    // journald is not read by this version: said at start, never silently ignored.
+    let j = w
+        .wait_for(Duration::from_secs(5), |a| {
+            a["kind"] == "health" && a["detail"]["log_event"] == "unsupported"
+        })
+        .expect("the journald source is reported");
+    assert_eq!(j["detail"]["source"], "journal");
+    for _ in 0..3 {
+        assert!(!cat(&key).status.success(), "enforce denies cat");
+    }
+    let burst = w
+        .wait_for(Duration::from_secs(15), |a| {
+            a["kind"] == "log" && a["rule"] == "kmsentry-alert-access-burst"
+        })
+        .expect("the burst of denials read back from the alert log");
+    assert_eq!(burst["severity"], "critical");
+    assert_eq!(burst["count"], 3);
+    assert_eq!(burst["source"], "own");
+    w.stop();
+    w.assert_log_intact();
+}

@@ -141,6 +141,7 @@ impl Followed {
 /// One file source's followed files.
 pub struct Follower {
     glob: String,
+    pattern: Pattern,
     want_gz: bool,
     files: Vec<Followed>,
     last_expand: Option<Instant>,
@@ -210,9 +211,11 @@ impl Follower {
     /// A follower of `glob`. `stored`: the positions saved by the last run (empty for a
     /// source never followed); `known`: whether the source was ever followed.
     pub fn new(glob: &str, stored: &[FilePos], known: bool) -> crate::error::Result<Follower> {
-        Pattern::new(glob).map_err(|e| crate::error::Error::Usage(format!("{glob}: {}", e.0)))?;
+        let pattern = Pattern::new(glob)
+            .map_err(|e| crate::error::Error::Usage(format!("{glob}: {}", e.0)))?;
         let mut f = Follower {
             glob: glob.to_string(),
+            pattern,
             want_gz: glob.ends_with(".gz"),
             files: Vec::new(),
             last_expand: None,
@@ -389,7 +392,11 @@ impl Follower {
         for f in &mut self.files {
             let p = Path::new(std::ffi::OsStr::from_bytes(&f.path));
             let here = match std::fs::symlink_metadata(p) {
-                Ok(m) if m.is_file() && (m.dev(), m.ino()) == (f.dev, f.ino) => true,
+                // At its name, and a name the glob covers (a file found again after a
+                // restart beside the glob is finished first, then closed).
+                Ok(m) if m.is_file() && (m.dev(), m.ino()) == (f.dev, f.ino) => {
+                    self.pattern.matches(&f.path) || f.gone_since.is_none()
+                }
                 Ok(m) => {
                     if f.gone_since.is_none() {
                         let what = match classify(&m) {
@@ -605,4 +612,168 @@ fn read_new(f: &mut Followed, seen: &mut dyn FnMut(Seen<'_>)) -> Option<Vec<u8>>
         }
     }
     truncated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn lines(f: &mut Follower) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        f.poll(&mut |s| match s {
+            Seen::Line { line, offset, .. } => {
+                v.push((String::from_utf8(line.to_vec()).unwrap(), offset))
+            }
+            Seen::Oversized => v.push(("<oversized>".into(), 0)),
+        });
+        v
+    }
+
+    fn append(p: &Path, s: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    fn texts(v: &[(String, u64)]) -> Vec<&str> {
+        v.iter().map(|(s, _)| s.as_str()).collect()
+    }
+
+    #[test]
+    fn a_first_start_reads_from_the_end_then_every_appended_line_once() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "history\n");
+        let glob = log.to_str().unwrap();
+        let mut f = Follower::new(glob, &[], false).unwrap();
+        assert!(lines(&mut f).is_empty(), "history is for `logs scan`");
+        append(&log, "one\ntw");
+        assert_eq!(lines(&mut f), vec![("one".to_string(), 8)]);
+        append(&log, "o\n");
+        assert_eq!(lines(&mut f), vec![("two".to_string(), 12)]);
+        assert!(lines(&mut f).is_empty());
+        assert_eq!(f.positions()[0].offset, 16);
+    }
+
+    #[test]
+    fn rename_rotation_finishes_the_old_file_before_the_new_one() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "1\n");
+        assert_eq!(texts(&lines(&mut f)), ["1"]);
+        std::fs::rename(&log, t.path().join("a.log.1")).unwrap();
+        append(&t.path().join("a.log.1"), "2\n");
+        append(&log, "3\n");
+        assert_eq!(texts(&lines(&mut f)), ["2", "3"]);
+        assert!(f.notices.iter().any(|n| n.what == NoticeKind::Rotated));
+        assert_eq!(f.len(), 2, "the old file is kept for the grace period");
+    }
+
+    #[test]
+    fn copytruncate_is_read_again_from_the_start() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "first line\n");
+        assert_eq!(texts(&lines(&mut f)), ["first line"]);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, "x\n");
+        assert_eq!(lines(&mut f), vec![("x".to_string(), 0)]);
+        assert!(f.notices.iter().any(|n| n.what == NoticeKind::Truncated));
+    }
+
+    #[test]
+    fn a_restart_finds_the_rotated_file_by_inode_and_reads_the_rest_first() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "1\n");
+        assert_eq!(texts(&lines(&mut f)), ["1"]);
+        let saved = f.positions();
+        drop(f);
+        append(&log, "2\n");
+        std::fs::rename(&log, t.path().join("a.log.1")).unwrap();
+        append(&log, "3\n");
+        let mut f = Follower::new(log.to_str().unwrap(), &saved, true).unwrap();
+        assert_eq!(texts(&lines(&mut f)), ["2", "3"]);
+        // A reused inode number with other content is not the saved file.
+        let mut forged = saved.clone();
+        forged[0].fp = [9; 32];
+        let f2 = Follower::new(log.to_str().unwrap(), &forged, true).unwrap();
+        assert!(f2.notices.iter().any(|n| n.what == NoticeKind::Lost));
+    }
+
+    #[test]
+    fn a_restart_after_copytruncate_reads_the_rest_from_the_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "1\n");
+        assert_eq!(texts(&lines(&mut f)), ["1"]);
+        let saved = f.positions();
+        drop(f);
+        append(&log, "2\n");
+        std::fs::copy(&log, t.path().join("a.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, "3\n");
+        let mut f = Follower::new(log.to_str().unwrap(), &saved, true).unwrap();
+        assert_eq!(texts(&lines(&mut f)), ["2", "3"]);
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_reported_and_never_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("secret");
+        append(&target, "do not read\n");
+        std::os::unix::fs::symlink(&target, t.path().join("a.log")).unwrap();
+        nix::unistd::mkfifo(
+            &t.path().join("b.log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let glob = format!("{}/*.log", t.path().to_str().unwrap());
+        let mut f = Follower::new(&glob, &[], true).unwrap();
+        assert!(lines(&mut f).is_empty());
+        assert!(f.is_empty());
+        let kinds: Vec<NoticeKind> = f.notices.drain(..).map(|n| n.what).collect();
+        assert!(kinds.contains(&NoticeKind::Symlink), "{kinds:?}");
+        assert!(kinds.contains(&NoticeKind::NotRegular), "{kinds:?}");
+        // Reported once while they stay so.
+        f.expand(Instant::now());
+        assert!(f.notices.is_empty());
+    }
+
+    #[test]
+    fn an_oversized_line_is_counted_and_the_next_is_read() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        let big = "x".repeat(MAX_LINE_BYTES + 10);
+        append(&log, &big);
+        append(&log, &big);
+        assert_eq!(texts(&lines(&mut f)), ["<oversized>"]);
+        append(&log, "\nok\n");
+        let got = lines(&mut f);
+        assert_eq!(got, vec![("ok".to_string(), 2 * big.len() as u64 + 1)]);
+    }
 }
