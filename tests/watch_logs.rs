@@ -477,3 +477,27 @@ fn the_daemons_own_access_denials_read_back_raise_the_burst_rule() {
     w.stop();
     w.assert_log_intact();
 }
+
+#[test]
+fn a_crash_after_the_alerts_but_before_the_position_repeats_nothing() {
+    require_root!();
+    let mut w = setup("logs/app.log");
+    w.start(&[]);
+    for n in 1..=3 {
+        append(&w, "logs/app.log", export_line(n).as_bytes());
+    }
+    assert_eq!(wait_exports(&w, &[1, 2, 3]), [1, 2, 3]);
+    w.kill9();
+    // As if the daemon died after the alerts' fsync, before their position was saved.
+    let db = rusqlite::Connection::open(w.env.path("logs.db")).unwrap();
+    let rows = db
+        .execute("UPDATE log_positions SET offset = 0", [])
+        .unwrap();
+    assert_eq!(rows, 1);
+    drop(db);
+    append(&w, "logs/app.log", export_line(4).as_bytes());
+    w.start(&[]);
+    assert_eq!(wait_exports(&w, &[1, 2, 3, 4]), [1, 2, 3, 4]);
+    w.stop();
+    w.assert_log_intact();
+}

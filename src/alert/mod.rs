@@ -126,7 +126,13 @@ pub struct Alert {
 pub enum LogOrigin {
     /// A followed file and the byte offset where the line starts (for a correlation: the
     /// line that completed it).
-    File { file: Vec<u8>, offset: u64 },
+    File {
+        file: Vec<u8>,
+        offset: u64,
+        /// (dev, inode) of the file: which file, whatever its name is now; also how a
+        /// restarted daemon recognises lines it already alerted.
+        id: Option<(u64, u64)>,
+    },
     /// A syslog datagram received on the daemon's socket; `seq` counts datagrams on it since
     /// the daemon started.
     Socket { socket: Vec<u8>, seq: u64 },

@@ -89,9 +89,13 @@ fn log_fields(m: &mut Map<String, Value>, l: &super::LogFacts) {
     m.insert("source".into(), l.source.as_str().into());
     let mut pos = Map::new();
     match &l.origin {
-        super::LogOrigin::File { file, offset } => {
+        super::LogOrigin::File { file, offset, id } => {
             pos.insert("file".into(), name(file));
             pos.insert("offset".into(), (*offset).into());
+            if let Some((dev, ino)) = id {
+                pos.insert("dev".into(), (*dev).into());
+                pos.insert("inode".into(), (*ino).into());
+            }
         }
         super::LogOrigin::Socket { socket, seq } => {
             pos.insert("socket".into(), name(socket));

@@ -48,6 +48,8 @@ pub enum Seen<'a> {
     /// A complete line (without `\n`) starting at `offset` of `file`.
     Line {
         file: &'a [u8],
+        /// (dev, inode) of the file.
+        id: (u64, u64),
         offset: u64,
         line: &'a [u8],
         mtime: i64,
@@ -211,6 +213,18 @@ impl Follower {
     /// A follower of `glob`. `stored`: the positions saved by the last run (empty for a
     /// source never followed); `known`: whether the source was ever followed.
     pub fn new(glob: &str, stored: &[FilePos], known: bool) -> crate::error::Result<Follower> {
+        Self::resuming(glob, stored, known, &std::collections::HashMap::new())
+    }
+
+    /// [`Follower::new`], also skipping, in each resumed file, every line up to and including
+    /// the last one the alert log already holds an alert for (`alerted`: (dev, inode) → that
+    /// line's offset): the alert was written, its position not yet saved (a crash between).
+    pub fn resuming(
+        glob: &str,
+        stored: &[FilePos],
+        known: bool,
+        alerted: &std::collections::HashMap<(u64, u64), u64>,
+    ) -> crate::error::Result<Follower> {
         let pattern = Pattern::new(glob)
             .map_err(|e| crate::error::Error::Usage(format!("{glob}: {}", e.0)))?;
         let mut f = Follower {
@@ -224,6 +238,15 @@ impl Follower {
             notices: Vec::new(),
         };
         f.resume(stored);
+        for file in &mut f.files {
+            if let Some(&at) = alerted.get(&(file.dev, file.ino)) {
+                if at >= file.read_pos {
+                    if let Some(end) = line_end(&file.file, at) {
+                        file.read_pos = end;
+                    }
+                }
+            }
+        }
         // The first expansion now, before the daemon says `started`: a line appended after
         // that is read even on a source's very first start.
         f.expand(Instant::now());
@@ -459,6 +482,7 @@ impl Follower {
                     let start = f.read_pos - f.partial.len() as u64;
                     seen(Seen::Line {
                         file: &f.path,
+                        id: (f.dev, f.ino),
                         offset: start,
                         line: &f.partial,
                         mtime: f.mtime,
@@ -530,6 +554,25 @@ impl Follower {
     }
 }
 
+/// The offset just past the `\n` that ends the line starting at `at`, if it is complete.
+fn line_end(f: &File, at: u64) -> Option<u64> {
+    let mut buf = vec![0u8; 64 << 10];
+    let mut pos = at;
+    loop {
+        let n = f.read_at(&mut buf, pos).ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(j) = buf[..n].iter().position(|&c| c == b'\n') {
+            return Some(pos + j as u64 + 1);
+        }
+        pos += n as u64;
+        if pos - at > (MAX_LINE_BYTES as u64) * 8 {
+            return None;
+        }
+    }
+}
+
 /// Read what was appended to `f` (at most [`READ_BUDGET`]), handing complete lines to
 /// `seen`. Returns the name when the file was found truncated.
 fn read_new(f: &mut Followed, seen: &mut dyn FnMut(Seen<'_>)) -> Option<Vec<u8>> {
@@ -571,6 +614,7 @@ fn read_new(f: &mut Followed, seen: &mut dyn FnMut(Seen<'_>)) -> Option<Vec<u8>>
                         if j <= MAX_LINE_BYTES {
                             seen(Seen::Line {
                                 file: &f.path,
+                                id: (f.dev, f.ino),
                                 offset: base + i as u64,
                                 line: &rest[..j],
                                 mtime: f.mtime,
@@ -583,6 +627,7 @@ fn read_new(f: &mut Followed, seen: &mut dyn FnMut(Seen<'_>)) -> Option<Vec<u8>>
                         let start = base + i as u64 - (f.partial.len() - j) as u64;
                         seen(Seen::Line {
                             file: &f.path,
+                            id: (f.dev, f.ino),
                             offset: start,
                             line: &f.partial,
                             mtime: f.mtime,
@@ -714,6 +759,23 @@ mod tests {
         forged[0].fp = [9; 32];
         let f2 = Follower::new(log.to_str().unwrap(), &forged, true).unwrap();
         assert!(f2.notices.iter().any(|n| n.what == NoticeKind::Lost));
+    }
+
+    #[test]
+    fn lines_already_alerted_before_a_crash_are_not_read_again() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "1\n");
+        assert_eq!(texts(&lines(&mut f)), ["1"]);
+        let saved = f.positions();
+        // After the save: lines 2 and 3 judged, 3's alert written, then a crash.
+        append(&log, "2\n3\n4\n");
+        let m = std::fs::metadata(&log).unwrap();
+        let alerted = std::collections::HashMap::from([((m.dev(), m.ino()), 4u64)]);
+        let mut f = Follower::resuming(log.to_str().unwrap(), &saved, true, &alerted).unwrap();
+        assert_eq!(texts(&lines(&mut f)), ["4"]);
     }
 
     #[test]

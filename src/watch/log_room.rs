@@ -10,7 +10,10 @@
 //! `Stats::log_alerts_written` after the batch's write and fsync), so a restart resumes
 //! after the last line whose alerts are on disk: nothing skipped, nothing repeated. (A
 //! crash in the instant between an alert's fsync and the next position commit repeats
-//! that instant's lines: the two files cannot commit together.)
+//! that instant's lines: the two files cannot commit together.) So at start the last
+//! `log` alerts in the alert log's tail are read too ([`alerted_lines`]): each names its
+//! file's (dev, inode) and line offset, and a resumed file skips every line up to and
+//! including the last one already alerted.
 //!
 //! Backpressure: this thread waits (never the permission path): at most
 //! [`MAX_IN_FLIGHT`] log alerts are queued and not yet written, so a burst of log findings
@@ -41,7 +44,7 @@ use crate::logs::state::LearnedState;
 use crate::policy::logs::SourceKind;
 use crate::sanitize::Name;
 use rustix::event::{poll, PollFd, PollFlags};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
@@ -145,10 +148,66 @@ fn now_secs() -> Option<i64> {
         .and_then(|d| i64::try_from(d.as_secs()).ok())
 }
 
+/// How much of the alert log's end is read at start for [`alerted_lines`].
+const TAIL_BYTES: u64 = 8 << 20;
+
+/// (dev, inode) → offset of the last line with a `log` alert in the alert log's last
+/// [`TAIL_BYTES`]. A crash after an alert's fsync and before its position was saved leaves
+/// the alert here and the position behind it: those lines are not judged again.
+fn alerted_lines(alert_log: Option<&Path>) -> HashMap<(u64, u64), u64> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = HashMap::new();
+    let Some(p) = alert_log else { return out };
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(p)
+    else {
+        return out;
+    };
+    let Ok(m) = f.metadata() else { return out };
+    if !m.is_file() {
+        return out;
+    }
+    let start = m.len().saturating_sub(TAIL_BYTES);
+    let mut buf = Vec::new();
+    if f.seek(std::io::SeekFrom::Start(start)).is_err()
+        || f.take(TAIL_BYTES).read_to_end(&mut buf).is_err()
+    {
+        return out;
+    }
+    let mut lines = buf.split(|&b| b == b'\n');
+    if start > 0 {
+        lines.next(); // a partial first line
+    }
+    for l in lines {
+        // Cheap filter before parsing: only `log` alerts of files matter.
+        const KIND: &[u8] = b"\"kind\":\"log\"";
+        if !l.windows(KIND.len()).any(|w| w == KIND) {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(l) else {
+            continue;
+        };
+        let pos = &v["log"];
+        if let (Some(dev), Some(ino), Some(off)) = (
+            pos["dev"].as_u64(),
+            pos["inode"].as_u64(),
+            pos["offset"].as_u64(),
+        ) {
+            let e = out.entry((dev, ino)).or_insert(off);
+            *e = (*e).max(off);
+        }
+    }
+    out
+}
+
 fn open_inputs(
     snap: &Snapshot,
     positions: &Positions,
     mut keep: Vec<Input>,
+    alerted: &HashMap<(u64, u64), u64>,
     health: &mut Vec<Alert>,
 ) -> Result<Vec<Input>> {
     let mut out = Vec::new();
@@ -166,7 +225,7 @@ fn open_inputs(
                 let known = positions.known(&src.name)?;
                 Reader::File {
                     glob: glob.clone(),
-                    follower: Follower::new(glob, &stored, known)?,
+                    follower: Follower::resuming(glob, &stored, known, alerted)?,
                 }
             }
             SourceKind::Syslog(path) => Reader::Socket {
@@ -202,6 +261,7 @@ impl LogThread {
     pub(super) fn open(
         shared: &Arc<Shared>,
         db: &Path,
+        alert_log: Option<&Path>,
         alerts: &SyncSender<Box<Alert>>,
     ) -> Result<Option<LogThread>> {
         let snap = shared.snap();
@@ -216,7 +276,8 @@ impl LogThread {
         )?;
         let positions = Positions::open(&state_path)?;
         let mut health = Vec::new();
-        let inputs = open_inputs(&snap, &positions, Vec::new(), &mut health)?;
+        let alerted = alerted_lines(alert_log);
+        let inputs = open_inputs(&snap, &positions, Vec::new(), &alerted, &mut health)?;
         for a in health {
             let _ = alerts.send(Box::new(a));
         }
@@ -367,7 +428,7 @@ impl LogThread {
 
     fn read_files(&mut self) {
         for k in 0..self.inputs.len() {
-            let mut found: Vec<LogFinding> = Vec::new();
+            let mut found: Vec<(LogFinding, (u64, u64))> = Vec::new();
             let mut oversized = 0u64;
             let mut any = false;
             {
@@ -385,6 +446,7 @@ impl LogThread {
                     match seen {
                         Seen::Line {
                             file,
+                            id,
                             offset,
                             line,
                             mtime,
@@ -394,9 +456,11 @@ impl LogThread {
                                 offset,
                                 fallback_ts: Some(mtime),
                             };
-                            if let Err(e) = room.feed(i, line, pos, &mut found) {
+                            let mut out = Vec::new();
+                            if let Err(e) = room.feed(i, line, pos, &mut out) {
                                 tracing::error!("log source {source}: {e}");
                             }
+                            found.extend(out.into_iter().map(|f| (f, id)));
                         }
                         Seen::Oversized => oversized += 1,
                     }
@@ -415,10 +479,11 @@ impl LogThread {
             if any {
                 self.dirty = true;
             }
-            for f in found {
+            for (f, id) in found {
                 let origin = LogOrigin::File {
                     file: f.log.file.clone(),
                     offset: f.log.offset,
+                    id: Some(id),
                 };
                 self.queue(alert_of(f, origin));
             }
@@ -520,7 +585,7 @@ impl LogThread {
         self.snapshot();
         let keep = std::mem::take(&mut self.inputs);
         let mut health = Vec::new();
-        match open_inputs(&snap, &self.positions, keep, &mut health) {
+        match open_inputs(&snap, &self.positions, keep, &HashMap::new(), &mut health) {
             Ok(inputs) => self.inputs = inputs,
             Err(e) => tracing::error!("log sources after reload: {e}"),
         }

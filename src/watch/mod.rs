@@ -237,7 +237,7 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     // The log room: every source opened (a syslog socket that cannot be bound fails the
     // start) before `started`, so a line written after `started` is read.
-    let logs = log_room::LogThread::open(&shared, &cfg.db, &alert_tx)?;
+    let logs = log_room::LogThread::open(&shared, &cfg.db, cfg.alerts.file.as_deref(), &alert_tx)?;
     let log_sources = logs.as_ref().map_or(0, log_room::LogThread::sources);
     if let Some(l) = logs {
         threads.push(l.start()?);
