@@ -8,12 +8,11 @@
 //! ([`crate::logs::positions`], in `logs.db` beside the baseline) only once every `log`
 //! alert queued before it has been written by the alert thread (which counts them in
 //! `Stats::log_alerts_written` after the batch's write and fsync), so a restart resumes
-//! after the last line whose alerts are on disk: nothing skipped, nothing repeated. (A
-//! crash in the instant between an alert's fsync and the next position commit repeats
-//! that instant's lines: the two files cannot commit together.) So at start the last
-//! `log` alerts in the alert log's tail are read too ([`alerted_lines`]): each names its
-//! file's (dev, inode) and line offset, and a resumed file skips every line up to and
-//! including the last one already alerted.
+//! after the last line whose alerts are on disk: nothing skipped. The two files cannot
+//! commit together, so a crash between an alert's fsync and the next position save would
+//! repeat lines; to close that, the start also reads the `log` alerts in the alert log's
+//! tail ([`alerted_lines`]): each names its file's (dev, inode) and line offset, and a
+//! resumed file skips every line up to and including the last one already alerted.
 //!
 //! Backpressure: this thread waits (never the permission path): at most
 //! [`MAX_IN_FLIGHT`] log alerts are queued and not yet written, so a burst of log findings
@@ -28,6 +27,7 @@
 //! The daemon's own reads of log files raise permission events only where a log is also a
 //! guarded file; the permission thread allows the daemon's pid before anything else, and
 //! this thread is never the one answering, so no read here waits on the daemon itself.
+//!
 //! Must not: block the permission path, open a log through a symlink, or save a position
 //! ahead of its alerts.
 
