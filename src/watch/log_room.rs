@@ -203,11 +203,21 @@ fn alerted_lines(alert_log: Option<&Path>) -> HashMap<(u64, u64), u64> {
     out
 }
 
+fn source_health(source: &str, event: &str, msg: String) -> Alert {
+    let mut a = Alert::new(Kind::Health, Severity::Medium);
+    a.outcome = Some(crate::alert::Outcome::Failure);
+    a.detail.insert("source".into(), source.into());
+    a.detail.insert("log_event".into(), event.into());
+    a.detail.insert("message".into(), msg.into());
+    a
+}
+
 fn open_inputs(
     snap: &Snapshot,
     positions: &Positions,
     mut keep: Vec<Input>,
     alerted: &HashMap<(u64, u64), u64>,
+    strict: bool,
     health: &mut Vec<Alert>,
 ) -> Result<Vec<Input>> {
     let mut out = Vec::new();
@@ -219,32 +229,40 @@ fn open_inputs(
             out.push(keep.swap_remove(i));
             continue;
         }
-        let reader = match &src.kind {
-            SourceKind::File(glob) => {
-                let stored = positions.load(&src.name)?;
+        let opened: Result<Reader> = match &src.kind {
+            SourceKind::File(glob) => positions.load(&src.name).and_then(|stored| {
                 let known = positions.known(&src.name)?;
-                Reader::File {
+                Ok(Reader::File {
                     glob: glob.clone(),
                     follower: Follower::resuming(glob, &stored, known, alerted)?,
-                }
+                })
+            }),
+            SourceKind::Syslog(path) => {
+                SyslogSocket::bind(Path::new(path)).map(|socket| Reader::Socket {
+                    path: path.clone(),
+                    socket,
+                })
             }
-            SourceKind::Syslog(path) => Reader::Socket {
-                path: path.clone(),
-                socket: SyslogSocket::bind(Path::new(path))?,
-            },
             SourceKind::Journald { .. } => {
                 let msg = format!(
                     "log source {}: journald sources are not read by `kmsentry watch` in this version; forward the unit to a `syslog:` source (e.g. rsyslog's imjournal + omuxsock) instead",
                     src.name
                 );
                 tracing::warn!("{msg}");
-                let mut a = Alert::new(Kind::Health, Severity::Medium);
-                a.outcome = Some(crate::alert::Outcome::Failure);
-                a.detail.insert("source".into(), src.name.clone().into());
-                a.detail.insert("log_event".into(), "unsupported".into());
-                a.detail.insert("message".into(), msg.into());
-                health.push(a);
-                Reader::Journald
+                health.push(source_health(&src.name, "unsupported", msg));
+                Ok(Reader::Journald)
+            }
+        };
+        let reader = match opened {
+            Ok(r) => r,
+            // At start a source that cannot be opened stops the daemon (exit 2); after a
+            // reload the other sources go on and this one is reported.
+            Err(e) if strict => return Err(e),
+            Err(e) => {
+                let msg = format!("log source {}: {e}; not read", src.name);
+                tracing::error!("{msg}");
+                health.push(source_health(&src.name, "unreadable", msg));
+                continue;
             }
         };
         out.push(Input {
@@ -277,7 +295,16 @@ impl LogThread {
         let positions = Positions::open(&state_path)?;
         let mut health = Vec::new();
         let alerted = alerted_lines(alert_log);
-        let inputs = open_inputs(&snap, &positions, Vec::new(), &alerted, &mut health)?;
+        let inputs = open_inputs(&snap, &positions, Vec::new(), &alerted, true, &mut health)?;
+        if snap.policy.rules.is_empty()
+            && snap
+                .policy
+                .logs
+                .iter()
+                .all(|l| l.hours.is_none() && l.first_seen.is_empty())
+        {
+            tracing::warn!("the policy has `logs:` sources but no `rules:` and no `hours`/`first_seen`: lines are read and counted, nothing can alert");
+        }
         for a in health {
             let _ = alerts.send(Box::new(a));
         }
@@ -585,10 +612,16 @@ impl LogThread {
         self.snapshot();
         let keep = std::mem::take(&mut self.inputs);
         let mut health = Vec::new();
-        match open_inputs(&snap, &self.positions, keep, &HashMap::new(), &mut health) {
-            Ok(inputs) => self.inputs = inputs,
-            Err(e) => tracing::error!("log sources after reload: {e}"),
-        }
+        // Not strict: never fails, a source that cannot be opened is reported and skipped.
+        self.inputs = open_inputs(
+            &snap,
+            &self.positions,
+            keep,
+            &HashMap::new(),
+            false,
+            &mut health,
+        )
+        .unwrap_or_default();
         for a in health {
             let _ = self.alerts.send(Box::new(a));
         }
