@@ -501,3 +501,31 @@ fn a_crash_after_the_alerts_but_before_the_position_repeats_nothing() {
     w.stop();
     w.assert_log_intact();
 }
+
+#[test]
+fn watch_refuses_to_start_on_a_bad_rule_or_a_symlink_at_the_socket_path() {
+    require_root!();
+    let w = setup("logs/app.log");
+    std::os::unix::fs::symlink("/etc/passwd", w.p("run/sys.sock")).unwrap();
+    let out = w.run_second(&[]);
+    let err = String::from_utf8(out.stderr.clone()).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(w.p("run/sys.sock"))
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "never removed"
+    );
+    std::fs::remove_file(w.p("run/sys.sock")).unwrap();
+    w.write(
+        "rules/bad.yml",
+        b"title: Broken\nid: broken\nlogsource: {product: testkms}\ndetection:\n  sel:\n    action|nosuchmodifier: x\n  condition: sel\n",
+        0o644,
+    );
+    let out = w.run_second(&[]);
+    let err = String::from_utf8(out.stderr.clone()).unwrap_or_default();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.yml"), "{err}");
+}
