@@ -721,6 +721,24 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_log_is_drained_reported_and_closed_after_the_grace() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("a.log");
+        append(&log, "");
+        let mut f = Follower::new(log.to_str().unwrap(), &[], true).unwrap();
+        append(&log, "1\n2");
+        assert_eq!(texts(&lines(&mut f)), ["1"]);
+        std::fs::remove_file(&log).unwrap();
+        assert!(lines(&mut f).is_empty());
+        assert_eq!(f.len(), 1, "kept open: a writer may still append");
+        std::thread::sleep(GRACE + Duration::from_millis(50));
+        // The last line without `\n` is judged when the file is closed.
+        assert_eq!(texts(&lines(&mut f)), ["2"]);
+        assert!(f.is_empty());
+        assert!(f.notices.iter().any(|n| n.what == NoticeKind::Deleted));
+    }
+
+    #[test]
     fn copytruncate_is_read_again_from_the_start() {
         let t = tempfile::tempdir().unwrap();
         let log = t.path().join("a.log");
