@@ -33,7 +33,10 @@
 //!    groups, kernel audit, signals) each turn kernel data into one event type; permission
 //!    events are decided by the pure [`decide`] and answered before any I/O; file events go
 //!    to one checker, which captures, compares (steps 2 and 4), alerts (step 6), restores
-//!    ([`restore`]) and re-marks. `src/watch/mod.rs` tells that flow module by module.
+//!    ([`restore`]) and re-marks. A log room follows the policy's log sources
+//!    ([`logs::follow`], [`logs::socket`]), judges each line ([`logs::room`]) and writes
+//!    `log` alerts through the same alert thread. `src/watch/mod.rs` tells that flow module
+//!    by module.
 //!
 //! [`cli`] is the only code that prints; [`error::Error`] maps every failure to the exit
 //! status of [`exit::ExitCode`] (0 clean, 1 drift, 2 usage/policy, 3 integrity).

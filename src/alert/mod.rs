@@ -49,6 +49,8 @@ pub enum Kind {
     Overflow,
     Reconciled,
     PolicyReloaded,
+    /// A log rule matched (Sigma detection or correlation, `hours`, `first_seen`).
+    Log,
     /// The daemon's own trouble (audit unavailable, a sink failing, a stalled decision).
     Health,
     /// A signature over the chain head (written by the [`Alerter`] itself, never by callers).
@@ -72,6 +74,7 @@ impl Kind {
             Kind::Overflow => "overflow",
             Kind::Reconciled => "reconciled",
             Kind::PolicyReloaded => "policy_reloaded",
+            Kind::Log => "log",
             Kind::Health => "health",
             Kind::Checkpoint => "checkpoint",
         }
@@ -113,6 +116,40 @@ pub struct Alert {
     /// Kind-specific extra fields (hashes before/after a restore, counts, a message).
     /// Never file content or key material.
     pub detail: serde_json::Map<String, serde_json::Value>,
+    /// `kind: "log"` only: what the rule saw (rendered as the top-level `title`, `source`,
+    /// `log`, `fields` and, for correlations, `correlation`, `count`, `window`, `group_by`).
+    pub log: Option<Box<LogFacts>>,
+}
+
+/// Where a judged log line came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOrigin {
+    /// A followed file and the byte offset where the line starts (for a correlation: the
+    /// line that completed it).
+    File {
+        file: Vec<u8>,
+        offset: u64,
+        /// (dev, inode) of the file: which file, whatever its name is now; also how a
+        /// restarted daemon recognises lines it already alerted.
+        id: Option<(u64, u64)>,
+    },
+    /// A syslog datagram received on the daemon's socket; `seq` counts datagrams on it since
+    /// the daemon started.
+    Socket { socket: Vec<u8>, seq: u64 },
+}
+
+/// The facts a `log` alert carries beyond `rule` and `severity`.
+#[derive(Clone, Debug)]
+pub struct LogFacts {
+    pub title: String,
+    pub source: String,
+    pub origin: LogOrigin,
+    /// The event's own time (RFC 3339), when the line had one.
+    pub time: Option<String>,
+    /// The matched event's fields, names escaped, secrets masked (by the log room).
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    /// For a correlation: its type, count, window (seconds) and group-by values.
+    pub correlation: Option<(String, f64, u64, serde_json::Map<String, serde_json::Value>)>,
 }
 
 impl Alert {
@@ -128,6 +165,7 @@ impl Alert {
             changes: Vec::new(),
             rule: None,
             detail: serde_json::Map::new(),
+            log: None,
         }
     }
 }

@@ -73,11 +73,52 @@ pub fn to_object(a: &Alert, st: &Stamp<'_>) -> Map<String, Value> {
     if let Some(r) = &a.rule {
         m.insert("rule".into(), r.as_str().into());
     }
+    if let Some(l) = &a.log {
+        log_fields(&mut m, l);
+    }
     if !a.detail.is_empty() {
         m.insert("detail".into(), Value::Object(a.detail.clone()));
     }
     m.insert("prev".into(), st.prev.into());
     m
+}
+
+/// The top-level fields of a `log` alert (DESIGN, "Log early warning").
+fn log_fields(m: &mut Map<String, Value>, l: &super::LogFacts) {
+    m.insert("title".into(), l.title.as_str().into());
+    m.insert("source".into(), l.source.as_str().into());
+    let mut pos = Map::new();
+    match &l.origin {
+        super::LogOrigin::File { file, offset, id } => {
+            pos.insert("file".into(), name(file));
+            pos.insert("offset".into(), (*offset).into());
+            if let Some((dev, ino)) = id {
+                pos.insert("dev".into(), (*dev).into());
+                pos.insert("inode".into(), (*ino).into());
+            }
+        }
+        super::LogOrigin::Socket { socket, seq } => {
+            pos.insert("socket".into(), name(socket));
+            pos.insert("seq".into(), (*seq).into());
+        }
+    }
+    if let Some(t) = &l.time {
+        pos.insert("time".into(), t.as_str().into());
+    }
+    m.insert("log".into(), Value::Object(pos));
+    m.insert("fields".into(), Value::Object(l.fields.clone()));
+    if let Some((kind, count, window, group_by)) = &l.correlation {
+        m.insert("correlation".into(), kind.as_str().into());
+        // A count is a whole number of events; a value_count over a numeric field may not be.
+        let count = if count.fract() == 0.0 && (0.0..9.0e15).contains(count) {
+            Value::from(*count as u64)
+        } else {
+            serde_json::Number::from_f64(*count).map_or(Value::Null, Value::Number)
+        };
+        m.insert("count".into(), count);
+        m.insert("window".into(), (*window).into());
+        m.insert("group_by".into(), Value::Object(group_by.clone()));
+    }
 }
 
 /// `process`: what is known about the process, keys in a fixed order. A field that could not

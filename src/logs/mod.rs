@@ -8,8 +8,11 @@
 //! with lines it read and positions it persists; `logs scan` drives it from files.
 
 pub mod file;
+pub mod follow;
 pub mod mask;
 pub mod parse;
+pub mod positions;
 pub mod room;
 pub mod rules;
+pub mod socket;
 pub mod state;

@@ -30,7 +30,10 @@
 //!    and hands the kernel-audit reader new targets ([`kernel_audit`]).
 //! 6. **Alerts** ([`sinks`], thread `alert`): every alert goes through one bounded queue to
 //!    this thread, which resolves user names and writes the sinks ([`crate::alert`]).
-//! 7. **Status** ([`status`]): counters bumped by every thread; the status socket and the
+//! 7. **Logs** ([`log_room`], thread `logs`): the policy's `logs:` sources (files followed
+//!    across rotation, a syslog socket) → [`crate::logs::room::LogRoom`] → `log` alerts on the
+//!    same alert queue; read positions saved once their alerts are written.
+//! 8. **Status** ([`status`]): counters bumped by every thread; the status socket and the
 //!    metrics endpoint read them.
 //!
 //! Threads and what each may block on:
@@ -43,6 +46,7 @@
 //! | `exe-hash` | hashing an executable that needs it | holding an event past `stall`: `perm` answers with `on_stall` first |
 //! | `alert` | the sinks (fsync, network), user-name lookups | anything else |
 //! | `audit` | the audit netlink socket | |
+//! | `logs` | its poll tick (10 ms) or a syslog datagram; the alert queue when more than 4096 of its alerts are unwritten | opening a symlink, FIFO or device; saving a position before its alerts are written |
 //! | `signals` | the `signalfd` | |
 //!
 //! The daemon's own opens (reconcile, rescans, hashing an executable) raise permission
@@ -61,6 +65,7 @@ pub mod fanotify;
 pub mod identity;
 pub mod instance;
 mod kernel_audit;
+mod log_room;
 mod marks;
 mod notify;
 pub mod paths;
@@ -234,14 +239,26 @@ pub fn run(cfg: Config) -> Result<()> {
     if cfg.audit {
         checker.audit = kernel_audit::start(&shared, &alert_tx, &mut threads);
     }
+    // The log room: every source opened (a syslog socket that cannot be bound fails the
+    // start) before `started`, so a line written after `started` is read.
+    let logs = log_room::LogThread::open(&shared, &cfg.db, cfg.alerts.file.as_deref(), &alert_tx)?;
+    let log_sources = logs.as_ref().map_or(0, log_room::LogThread::sources);
+    if let Some(l) = logs {
+        threads.push(l.start()?);
+    }
     let status_socket =
         status::serve_configured(cfg.status_socket.as_deref(), cfg.metrics, &shared);
-    let started = started_alert(
+    let mut started = started_alert(
         &shared,
         reconciled,
         checker.audit.is_active(),
         instance.previous(),
     );
+    if log_sources > 0 {
+        started
+            .detail
+            .insert("log_sources".into(), log_sources.into());
+    }
     let _ = alert_tx.send(Box::new(started));
     sd_notify("READY=1");
     threads.push(signals::start(

@@ -19,6 +19,9 @@ use crate::baseline::diff::Severity;
 use crate::decide::Trust;
 use crate::error::Result;
 use crate::fsroot::Root;
+use crate::logs::room::LogRoom;
+use crate::logs::rules::RuleSet;
+use crate::logs::state::LearnedState;
 use crate::policy::CompiledPolicy;
 use crate::proc::ExeId;
 use crate::store::Store;
@@ -31,10 +34,13 @@ pub(super) struct Snapshot {
     pub trust: Trust,
     /// Trusted executable inode → the allowed path it was hashed at.
     pub by_id: HashMap<ExeId, Vec<u8>>,
+    /// The Sigma rules of the policy's `rules:` (empty when it declares no `logs:`),
+    /// checked and compiled into a room once before the snapshot is accepted.
+    pub log_rules: Arc<RuleSet>,
 }
 
 impl Snapshot {
-    fn new(policy: CompiledPolicy, trust: Trust) -> Snapshot {
+    fn new(policy: CompiledPolicy, trust: Trust, log_rules: RuleSet) -> Snapshot {
         let mut by_id = HashMap::new();
         for (path, t) in &trust.exes {
             for id in &t.ids {
@@ -45,6 +51,7 @@ impl Snapshot {
             policy,
             trust,
             by_id,
+            log_rules: Arc::new(log_rules),
         }
     }
 }
@@ -62,11 +69,25 @@ pub(super) fn load_snapshot(cfg: &Config, root: &Root) -> Result<Loaded> {
     let policy = crate::policy::load(&cfg.policy)?;
     let store = open_baseline(cfg, root)?;
     warn_restore_without_store(&policy, cfg.store.is_some());
+    let log_rules = load_log_rules(&policy)?;
     let trust = build_trust(&policy, root);
     Ok(Loaded {
-        snapshot: Snapshot::new(policy, trust),
+        snapshot: Snapshot::new(policy, trust, log_rules),
         store,
     })
+}
+
+/// The policy's Sigma rules, refused whole when one is bad (file, line and what is wrong),
+/// and built into a throwaway room so that an engine that cannot take them fails here, on
+/// the thread that loads, and never in the running log room.
+fn load_log_rules(policy: &CompiledPolicy) -> Result<RuleSet> {
+    if policy.logs.is_empty() {
+        return Ok(RuleSet::default());
+    }
+    let paths: Vec<std::path::PathBuf> = policy.rules.iter().map(Into::into).collect();
+    let rules = crate::logs::rules::load_strict(&paths)?;
+    LogRoom::new(&policy.logs, &rules, LearnedState::in_memory()?)?;
+    Ok(rules)
 }
 
 fn open_baseline(cfg: &Config, root: &Root) -> Result<Store> {

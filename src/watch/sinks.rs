@@ -7,7 +7,7 @@
 //! drop), or change a record beyond the names it resolves.
 
 use super::shared::{lock, spawn, Shared};
-use crate::alert::{Alert, Alerter};
+use crate::alert::{Alert, Alerter, Kind};
 use crate::error::Result;
 use crate::fsroot::Root;
 use crate::users::Names;
@@ -62,9 +62,15 @@ pub(super) fn start(
                     a
                 })
                 .collect();
+            let logs = batch.iter().filter(|a| a.kind == Kind::Log).count() as u64;
             if let Err(e) = alerter.emit_batch(batch) {
                 tracing::error!("alert sink: {e}");
             }
+            // After the write and fsync (or its failure, already reported): the log room may
+            // now save the read positions of these lines.
+            s.stats
+                .log_alerts_written
+                .fetch_add(logs, std::sync::atomic::Ordering::Release);
         }
         alerter.flush();
     })

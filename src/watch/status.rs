@@ -270,6 +270,12 @@ pub(crate) struct Stats {
     /// Decision latency (event read → answer written), µs buckets of [`LATENCY_BUCKETS`].
     pub latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     pub alerts: Mutex<BTreeMap<&'static str, u64>>,
+    /// `log` alerts the alert thread has handed to the sinks (written and fsynced, or
+    /// failed and said so); the log room saves a read position only once this reaches the
+    /// alerts queued before it.
+    pub log_alerts_written: AtomicU64,
+    /// The log room's own status document (sources, followed files, counts, notices).
+    pub logs: Mutex<serde_json::Value>,
 }
 
 /// Upper bounds (µs) of the decision latency histogram buckets; the last bucket is +Inf.
@@ -349,6 +355,7 @@ fn status_json(s: &Shared) -> serde_json::Value {
         "overflows": l(&st.overflows),
         "alerts_dropped": l(&st.alerts_dropped),
         "alerts": serde_json::to_value(&*lock(&st.alerts)).unwrap_or_default(),
+        "logs": lock(&st.logs).clone(),
         "rss_kib": rss_kib,
         "policy_digest": read(&s.snap).policy.digest,
     })
