@@ -10,6 +10,7 @@
 pub mod file;
 pub mod mask;
 pub mod parse;
+pub mod prefilter;
 pub mod room;
 pub mod rules;
 pub mod state;
