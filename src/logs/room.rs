@@ -194,7 +194,13 @@ impl LogRoom {
         // `auto` is settled on a file's first parseable line and kept for the rest of it, so a
         // message that happens to start with `{` does not switch the parser mid-file.
         let format = room.sniffed.unwrap_or(room.src.format);
-        let parsed = match parse(format, room.src.regex.as_ref(), line) {
+        // A line the prefilter rules out only needs what the counts and `last_ts` need.
+        let skip = format != Format::Auto && room.pre.as_ref().is_some_and(|p| p.skips(line));
+        let parsed = match skip
+            .then(|| super::parse::stamp(format, line))
+            .flatten()
+            .unwrap_or_else(|| parse(format, room.src.regex.as_ref(), line))
+        {
             Ok(p) => p,
             Err(Skip::Empty) => {
                 self.counts.empty += 1;
@@ -221,7 +227,7 @@ impl LogRoom {
         if let Some(t) = own_ts {
             room.last_ts = Some(t);
         }
-        if room.pre.as_ref().is_some_and(|p| p.skips(line)) {
+        if skip {
             return Ok(());
         }
         let event = Value::Object(parsed.fields);
