@@ -5,17 +5,20 @@
 #   peer:  rsigma-eval's own engine (examples/rsigma_peer.rs: serde_json per line, then
 #          CorrelationEngine::process_event, no kmsentry code) over the Vault JSON part with
 #          the Vault pack; the rsigma CLI (`cargo install rsigma`) is too heavy to build here.
-# Usage: scripts/bench-logs.sh [MB] (default 240). Results: scripts/bench-runs/logs-*.json.
+# Usage: scripts/bench-logs.sh [MB] (default 1024: a 1 GiB corpus, generated once into
+# target/bench-logs/MB/, outside the repository). Results: scripts/bench-runs/logs-*.json.
+# The run also judges the corpus with the literal prefilter off (KMSENTRY_LOGS_PREFILTER=off)
+# and fails unless both findings JSON documents are byte-identical.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MB="${1:-240}"
-W="$(mktemp -d /tmp/kmsentry-bench-logs.XXXXXX)"
-trap 'rm -rf "$W"' EXIT
+MB="${1:-1024}"
+W="$PWD/target/bench-logs/$MB"
+mkdir -p "$W"
 cargo build --release --locked -q
 cargo build --release --locked -q --example rsigma_peer
 K=target/release/kmsentry
 
-python3 - "$W" "$MB" <<'PY'
+[ -s "$W/vault.log" ] || python3 - "$W" "$MB" <<'PY'
 import json, random, sys
 w, mb = sys.argv[1], int(sys.argv[2])
 random.seed(1)
@@ -99,6 +102,11 @@ cat "$W"/*.log >/dev/null
 best() { local b=999999 x; for _ in 1 2 3; do x=$(t "$@"); b=$(python3 -c "print(min($b,$x))"); done; echo "$b"; }
 k_s=$(best $K logs scan --policy "$W/policy.yaml" --format json -o "$W/k.json")
 k_findings=$(python3 -c "import json;print(json.load(open('$W/k.json'))['summary']['findings'])")
+# The old path (every line evaluated) must find exactly the same, byte for byte.
+old_s=$(t env KMSENTRY_LOGS_PREFILTER=off $K logs scan --policy "$W/policy.yaml" --format json -o "$W/k-old.json")
+k_sha=$(sha256sum <"$W/k.json" | cut -c1-16)
+old_sha=$(sha256sum <"$W/k-old.json" | cut -c1-16)
+if [ "$k_sha" != "$old_sha" ]; then echo "findings differ with the prefilter off: $k_sha vs $old_sha" >&2; exit 1; fi
 g_s=$(best grep -E -c -f "$W/patterns" "$W/sshd.log" "$W/pg.log" "$W/vault.log")
 vault_bytes=$(wc -c <"$W/vault.log")
 kv_s=$(best $K logs scan --policy "$W/policy.yaml" --source vault --format json -o "$W/kv.json")
@@ -109,7 +117,8 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 python3 - <<PY | tee "scripts/bench-runs/logs-$stamp.json"
 import json
 b=$bytes; vb=$vault_bytes
-r={"corpus_mb":$mb,"rules_dir":"rules/","kmsentry_s":$k_s,"kmsentry_mb_s":round(b/1048576/$k_s,1),
+r={"corpus_mb":$mb,"cores_used":1,"findings_sha256_16":"$k_sha","same_findings_prefilter_off":True,
+   "kmsentry_prefilter_off_s":$old_s,"kmsentry_prefilter_off_mb_s":round(b/1048576/$old_s,1),"rules_dir":"rules/","kmsentry_s":$k_s,"kmsentry_mb_s":round(b/1048576/$k_s,1),
    "kmsentry_findings":$k_findings,"grep_floor_s":$g_s,"grep_mb_s":round(b/1048576/$g_s,1),
    "ratio_vs_grep":round($k_s/$g_s,2),"vault_mb":round(vb/1048576,1),"kmsentry_vault_s":$kv_s,
    "kmsentry_vault_findings":$kv_findings,"rsigma_vault_s":$p_s,"rsigma_vault_results":$p_findings}

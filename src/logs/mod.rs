@@ -12,6 +12,7 @@ pub mod follow;
 pub mod mask;
 pub mod parse;
 pub mod positions;
+pub mod prefilter;
 pub mod room;
 pub mod rules;
 pub mod socket;

@@ -133,6 +133,106 @@ pub fn parse(format: Format, regex: Option<&regex::Regex>, line: &[u8]) -> Resul
     Ok(Parsed { fields, ts, lossy })
 }
 
+/// For a line no rule can match: only whether it parses and its own time, exactly as
+/// [`parse`] would find them, without building its fields. `None`: no such path for `format`
+/// (or the line is one the short path cannot settle, e.g. JSON with a repeated time key).
+pub fn stamp(format: Format, line: &[u8]) -> Option<Result<Parsed, Skip>> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Some(Err(Skip::Empty));
+    }
+    let s = std::str::from_utf8(line)
+        .ok()
+        .filter(|s| !s.contains('\0'))?;
+    let ts = match format {
+        Format::Syslog => Ok(syslog_ts(s)),
+        Format::Pgaudit => pg_ts(s).ok_or(Skip::Unparseable),
+        Format::Json => json_ts(line)?,
+        _ => return None,
+    };
+    Some(ts.map(|ts| Parsed {
+        fields: Map::new(),
+        ts,
+        lossy: false,
+    }))
+}
+
+/// [`syslog`]'s time alone.
+fn syslog_ts(s: &str) -> Option<i64> {
+    let mut rest = s;
+    if let Some(r) = rest.strip_prefix('<') {
+        if let Some(end) = r.find('>') {
+            if r[..end].parse::<u8>().is_ok() {
+                rest = &r[end + 1..];
+            }
+        }
+    }
+    if let Some(r) = rest.strip_prefix("1 ") {
+        return r.split(' ').next().and_then(parse_time);
+    }
+    if let Some((t, _)) = bsd_time(rest) {
+        return Some(t);
+    }
+    if rest.len() > 20 && rest.as_bytes()[10] == b'T' {
+        let (t, _) = rest.split_once(' ').unwrap_or((rest, ""));
+        return parse_time(t);
+    }
+    None
+}
+
+/// [`pg`]'s time alone (`None`: the line does not parse).
+fn pg_ts(s: &str) -> Option<Option<i64>> {
+    let open = s.find(" [")?;
+    let ts = parse_time(&s[..open]);
+    let r = &s[open + 2..];
+    let close = r.find(']')?;
+    r[close + 1..].trim_start().split_once(":  ")?;
+    Some(ts)
+}
+
+/// The time keys of a JSON object; a repeated one makes serde fail, and then the full
+/// parse (whose map keeps the last) decides.
+#[derive(serde::Deserialize)]
+struct TimeKeys {
+    #[serde(rename = "@timestamp")]
+    at_timestamp: Option<Value>,
+    timestamp: Option<Value>,
+    time: Option<Value>,
+    #[serde(rename = "eventTime")]
+    event_time: Option<Value>,
+    ts: Option<Value>,
+    asctime: Option<Value>,
+    date: Option<Value>,
+    rt: Option<Value>,
+    #[serde(rename = "EventTime")]
+    event_time2: Option<Value>,
+}
+
+/// [`json`]'s validity and time alone; `None` when the short path cannot tell.
+fn json_ts(raw: &[u8]) -> Option<Result<Option<i64>, Skip>> {
+    if !raw.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    let k: TimeKeys = serde_json::from_slice(raw).ok()?;
+    let mut m = Map::new();
+    for (name, v) in TIME_FIELDS.iter().zip([
+        k.at_timestamp,
+        k.timestamp,
+        k.time,
+        k.event_time,
+        k.ts,
+        k.asctime,
+        k.date,
+        k.rt,
+        k.event_time2,
+    ]) {
+        if let Some(v) = v {
+            m.insert((*name).to_string(), v);
+        }
+    }
+    Some(Ok(ts_from_fields(&m)))
+}
+
 fn json(raw: &[u8], s: &str) -> Result<(Map<String, Value>, Option<i64>), Skip> {
     // Parse the bytes when they are clean UTF-8; else the lossy text.
     let v: Value = match std::str::from_utf8(raw) {
@@ -756,6 +856,30 @@ mod tests {
                 b"<1>1 - - - - - [",
             ] {
                 let _ = parse(f, None, s);
+            }
+        }
+    }
+
+    #[test]
+    fn stamp_agrees_with_parse() {
+        let cases: [(Format, &[u8]); 12] = [
+            (Format::Syslog, b"2026-12-02T10:00:00.5+00:00 kms sshd[1]: Connection closed"),
+            (Format::Syslog, b"<34>Dec  2 10:00:00 kms sshd[1]: x"),
+            (Format::Syslog, b"<13>1 2026-12-02T10:00:00Z h app - - - msg"),
+            (Format::Syslog, b"no header at all"),
+            (Format::Syslog, b"   "),
+            (Format::Pgaudit, b"2026-12-02 10:00:00.123 UTC [42] LOG:  AUDIT: SESSION,1,1,READ,SELECT,,,\"SELECT 1\",<x>"),
+            (Format::Pgaudit, b"2026-12-02 10:00:00 UTC [42] no level"),
+            (Format::Pgaudit, b"garbage"),
+            (Format::Json, br#"{"time":"2026-12-02T10:00:00Z","a":{"b":1}}"#),
+            (Format::Json, br#"{"ts":1764669600,"time":null}"#),
+            (Format::Json, br#"{"time":"2026-12-02T10:00:00Z","#),
+            (Format::Json, br#"{"x":1}"#),
+        ];
+        for (f, l) in cases {
+            let full = parse(f, None, l).map(|p| p.ts);
+            if let Some(short) = stamp(f, l) {
+                assert_eq!(short.map(|p| p.ts), full, "{l:?}");
             }
         }
     }

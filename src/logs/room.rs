@@ -6,7 +6,8 @@
 //! replay judges as live reading would. No I/O apart from the learned-state database.
 
 use super::parse::{parse, Skip};
-use super::rules::{engine_for, RuleSet};
+use super::prefilter::Prefilter;
+use super::rules::{engine_for, fits, RuleSet};
 use super::state::LearnedState;
 use crate::error::Result;
 use crate::policy::logs::{Format, LogSource};
@@ -84,6 +85,8 @@ struct Room {
     rules: usize,
     last_ts: Option<i64>,
     sniffed: Option<Format>,
+    /// Lines no rule can match are not evaluated (see [`super::prefilter`]).
+    pre: Option<Prefilter>,
 }
 
 /// Judges lines of the policy's log sources.
@@ -105,6 +108,11 @@ fn severity(level: Option<rsigma_parser::Level>) -> &'static str {
     }
 }
 
+/// `KMSENTRY_LOGS_PREFILTER=off` evaluates every line (the benchmark compares both paths).
+fn prefilter_on() -> bool {
+    std::env::var_os("KMSENTRY_LOGS_PREFILTER").is_none_or(|v| v != "off")
+}
+
 fn rfc3339(ts: i64) -> Option<String> {
     jiff::Timestamp::from_second(ts).ok().map(|t| t.to_string())
 }
@@ -115,12 +123,25 @@ impl LogRoom {
         let mut rooms = Vec::new();
         for s in sources {
             let (engine, n) = engine_for(rules, &s.logsource)?;
+            // `hours` and `first_seen` judge every event, so such a source is never filtered.
+            let pre = (prefilter_on() && s.hours.is_none() && s.first_seen.is_empty())
+                .then(|| {
+                    Prefilter::build(
+                        rules
+                            .rules
+                            .iter()
+                            .filter(|(r, _)| fits(&r.logsource, &s.logsource))
+                            .map(|(r, _)| r),
+                    )
+                })
+                .flatten();
             rooms.push(Room {
                 src: s.clone(),
                 engine,
                 rules: n,
                 last_ts: None,
                 sniffed: None,
+                pre,
             });
         }
         Ok(LogRoom {
@@ -173,7 +194,13 @@ impl LogRoom {
         // `auto` is settled on a file's first parseable line and kept for the rest of it, so a
         // message that happens to start with `{` does not switch the parser mid-file.
         let format = room.sniffed.unwrap_or(room.src.format);
-        let parsed = match parse(format, room.src.regex.as_ref(), line) {
+        // A line the prefilter rules out only needs what the counts and `last_ts` need.
+        let skip = format != Format::Auto && room.pre.as_ref().is_some_and(|p| p.skips(line));
+        let parsed = match skip
+            .then(|| super::parse::stamp(format, line))
+            .flatten()
+            .unwrap_or_else(|| parse(format, room.src.regex.as_ref(), line))
+        {
             Ok(p) => p,
             Err(Skip::Empty) => {
                 self.counts.empty += 1;
@@ -199,6 +226,9 @@ impl LogRoom {
         }
         if let Some(t) = own_ts {
             room.last_ts = Some(t);
+        }
+        if skip {
+            return Ok(());
         }
         let event = Value::Object(parsed.fields);
         let results = {
